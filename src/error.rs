@@ -1,0 +1,99 @@
+//! One error type for every request path: a status code and a public message for the client,
+//! with the full detail kept for the log only.
+
+use crate::store::StoreError;
+use std::collections::BTreeMap;
+
+/// Field name → messages, FlexiAPI's 422 `errors` shape.
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+/// Everything a request can fail with. `status()` and `public_message()` are the only things a
+/// client ever sees; `Display` (for logs) may carry internal detail.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request is malformed or refused by a guard (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Credentials are missing or wrong (401).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// Authenticated but not allowed, or blocked (403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Unknown, used or superseded resource (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A token that exists but has expired (410).
+    #[error("gone: {0}")]
+    Gone(String),
+    /// Input validation failed (422), with per-field messages.
+    #[error("validation failed: {0:?}")]
+    Validation(FieldErrors),
+    /// A hook script refused the request with an explicit status.
+    #[error("denied by hook {script}: {status} {message}")]
+    Denied {
+        /// HTTP status asked by the script.
+        status: u16,
+        /// Message asked by the script (shown to the client).
+        message: String,
+        /// Script that refused, for the log.
+        script: String,
+    },
+    /// A hook failed or ran away; the detail (file, line) is only logged.
+    #[error("hook failure: {0}")]
+    Hook(String),
+    /// A storage failure; never shown to clients.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// Anything else that is our fault; the detail is only logged.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// Convenience for a one-field validation error.
+    pub fn field(field: &str, message: impl Into<String>) -> AppError {
+        let mut errors = FieldErrors::new();
+        errors.insert(field.to_string(), vec![message.into()]);
+        AppError::Validation(errors)
+    }
+
+    /// The HTTP status code the client gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            AppError::BadRequest(_) => 400,
+            AppError::Unauthorized(_) => 401,
+            AppError::Forbidden(_) => 403,
+            AppError::NotFound(_) => 404,
+            AppError::Gone(_) => 410,
+            AppError::Validation(_) => 422,
+            AppError::Denied { status, .. } => *status,
+            AppError::Store(StoreError::NotFound) => 404,
+            AppError::Store(StoreError::Conflict(_)) => 409,
+            AppError::Hook(_) | AppError::Store(_) | AppError::Internal(_) => 500,
+        }
+    }
+
+    /// The message the client gets: never a database error or a script's source position.
+    pub fn public_message(&self) -> String {
+        match self {
+            AppError::BadRequest(m)
+            | AppError::Unauthorized(m)
+            | AppError::Forbidden(m)
+            | AppError::NotFound(m)
+            | AppError::Gone(m) => m.clone(),
+            AppError::Validation(_) => "The given data was invalid.".to_string(),
+            AppError::Denied { message, .. } => message.clone(),
+            AppError::Store(StoreError::NotFound) => "Not found".to_string(),
+            AppError::Store(StoreError::Conflict(m)) => m.clone(),
+            AppError::Hook(_) | AppError::Store(_) | AppError::Internal(_) => {
+                "Internal server error".to_string()
+            }
+        }
+    }
+
+    /// Whether the failure is ours (logged at error level) rather than the client's.
+    pub fn is_server_error(&self) -> bool {
+        self.status() >= 500
+    }
+}

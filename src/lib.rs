@@ -1,0 +1,14 @@
+//! **provisio** is a remote-provisioning server for Linphone softphones: a phone fetches one
+//! URL and receives its complete, account-specific lpconfig XML. It speaks FlexiAPI's
+//! provisioning endpoints and account API, stores data in embedded SQLite or PostgreSQL, and
+//! lets operators shape documents per tenant with sandboxed, hot-reloaded Rhai scripts.
+//!
+//! Wiring, in start-up order: [`config`] → [`store`] (migrations) → [`hooks`] → [`http`].
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod error;
+pub mod lpconfig;
+pub mod model;
+pub mod secret;
+pub mod store;
