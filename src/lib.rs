@@ -7,8 +7,18 @@
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod error;
+pub mod hooks;
+pub mod http;
 pub mod lpconfig;
 pub mod model;
+pub mod pipeline;
+pub mod qr;
 pub mod secret;
+pub mod state;
 pub mod store;

@@ -335,3 +335,27 @@ pub struct NewPassword {
     /// Lowercase hex of H(username:realm:password).
     pub ha1: String,
 }
+
+/// Current time in unix milliseconds, the unit every stored timestamp uses.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// FlexiAPI's JSON timestamp shape (`2026-08-20T10:00:00.000000Z`) for a unix-ms time.
+pub fn iso_time(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        ),
+        Err(_) => String::new(),
+    }
+}

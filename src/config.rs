@@ -1,0 +1,314 @@
+//! Layered configuration: built-in defaults → `provisio.toml` → `PROVISIO_*` environment →
+//! command-line flags. A bad value fails at start with a message naming the key.
+//!
+//! Restart-only: everything here. Hook *scripts* reload live; the hook *limits* below are read
+//! once when the Rhai engine is built.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Environment prefix of every setting (`PROVISIO_LISTEN`, `PROVISIO_HOOKS__DIR`, …).
+pub const ENV_PREFIX: &str = "PROVISIO_";
+/// Environment variable naming the configuration file (default `provisio.toml`, optional).
+pub const CONFIG_ENV: &str = "PROVISIO_CONFIG";
+/// Default configuration file, read only if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "provisio.toml";
+/// Default listen address: loopback only, so a first run exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8318";
+
+/// All settings of a provisio process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP server binds (`listen`, `PROVISIO_LISTEN`).
+    pub listen: SocketAddr,
+    /// Directory of the embedded SQLite database (`data_dir`).
+    pub data_dir: PathBuf,
+    /// Database URL: empty for SQLite in `data_dir`, `sqlite://PATH`, or `postgres://…`.
+    pub database: String,
+    /// Database connections kept in the pool.
+    pub pool_size: usize,
+    /// Base URL (`https://host[:port]`) for QR codes and wizard links when the space names none;
+    /// empty derives it from the request's Host.
+    pub public_url: String,
+    /// Minutes an auth token (QR login) stays redeemable; FlexiAPI hard-codes 5.
+    pub auth_token_ttl_minutes: i64,
+    /// Minutes a user API key survives without use (0 = forever); FlexiAPI's default is 60.
+    pub api_key_ttl_minutes: i64,
+    /// Seconds a Digest challenge (nonce/opaque) stays answerable.
+    pub digest_nonce_ttl_seconds: i64,
+    /// Seconds a client may take to send its request headers (slow-header guard).
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a graceful shutdown waits for requests in flight.
+    pub shutdown_grace_seconds: u64,
+    /// Log filter in `tracing` EnvFilter syntax (`RUST_LOG` wins when set).
+    pub log: String,
+    /// Hook scripts and their sandbox.
+    pub hooks: HookSettings,
+}
+
+/// Where hook scripts live and how tightly they are sandboxed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookSettings {
+    /// Directory of `default.rhai` and `<space-domain>.rhai` (`PROVISIO_HOOKS__DIR`).
+    pub dir: PathBuf,
+    /// Watch the directory and reload on change.
+    pub watch: bool,
+    /// Milliseconds of quiet before a burst of file events triggers one reload.
+    pub debounce_ms: u64,
+    /// Rhai operations one hook call may perform (restart-only).
+    pub max_operations: u64,
+    /// Nested function calls (restart-only).
+    pub max_call_levels: usize,
+    /// Expression nesting at top level (restart-only; the same in debug and release builds).
+    pub max_expr_depth: usize,
+    /// Expression nesting inside functions (restart-only).
+    pub max_function_expr_depth: usize,
+    /// Longest string a script may build, in bytes (restart-only).
+    pub max_string_size: usize,
+    /// Largest array (restart-only).
+    pub max_array_size: usize,
+    /// Largest object map (restart-only).
+    pub max_map_size: usize,
+    /// Wall-clock milliseconds all hooks of one request may run (restart-only).
+    pub deadline_ms: u64,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings {
+            dir: PathBuf::from("./hooks"),
+            watch: true,
+            debounce_ms: 200,
+            max_operations: 200_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_function_expr_depth: 32,
+            max_string_size: 64 * 1024,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+            deadline_ms: 100,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            #[allow(clippy::unwrap_used)] // a constant that parses
+            listen: DEFAULT_LISTEN.parse().unwrap(),
+            data_dir: PathBuf::from("./provisio-data"),
+            database: String::new(),
+            pool_size: 16,
+            public_url: String::new(),
+            auth_token_ttl_minutes: 5,
+            api_key_ttl_minutes: 60,
+            digest_nonce_ttl_seconds: 300,
+            header_read_timeout_seconds: 10,
+            shutdown_grace_seconds: 10,
+            log: "info".to_string(),
+            hooks: HookSettings::default(),
+        }
+    }
+}
+
+/// Command-line values that override every other layer (`None` = not given).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--database`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--public-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// `--hooks-dir`, nested under `hooks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HooksOverride>,
+}
+
+/// `--hooks-dir` as a nested override.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HooksOverride {
+    /// Hooks directory.
+    pub dir: PathBuf,
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads the layers. `file` is `--config`; without it `PROVISIO_CONFIG` or `provisio.toml`
+    /// is read when present (an explicitly named file must exist).
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let env_file = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let (path, required) = match (file, env_file) {
+            (Some(p), _) => (p.to_path_buf(), true),
+            (None, Some(p)) => (p, true),
+            (None, None) => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        if required && !path.exists() {
+            return Err(ConfigError(format!(
+                "configuration file {} does not exist",
+                path.display()
+            )));
+        }
+        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(&path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
+            .merge(Serialized::globals(overrides))
+            .extract()
+            .map_err(|e| ConfigError(describe(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("key `{key}`: {why}")));
+        if self.pool_size == 0 {
+            return bad("pool_size", "must be at least 1");
+        }
+        if !self.public_url.is_empty() {
+            validate_public_url(&self.public_url).map_err(|why| ConfigError(format!("key `public_url`: {why}")))?;
+        }
+        let db = self.database.as_str();
+        if !(db.is_empty()
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://")
+            || db.starts_with("sqlite://"))
+        {
+            return bad(
+                "database",
+                "must be empty (embedded SQLite), sqlite://PATH, or postgres://USER@HOST/DB",
+            );
+        }
+        if self.auth_token_ttl_minutes <= 0 {
+            return bad("auth_token_ttl_minutes", "must be positive");
+        }
+        if self.api_key_ttl_minutes < 0 {
+            return bad("api_key_ttl_minutes", "must be 0 (never) or positive");
+        }
+        if self.digest_nonce_ttl_seconds <= 0 {
+            return bad("digest_nonce_ttl_seconds", "must be positive");
+        }
+        if self.header_read_timeout_seconds == 0 {
+            return bad("header_read_timeout_seconds", "must be positive");
+        }
+        let h = &self.hooks;
+        if h.max_operations == 0 {
+            return bad("hooks.max_operations", "must be positive (0 would mean unlimited)");
+        }
+        if h.deadline_ms == 0 {
+            return bad("hooks.deadline_ms", "must be positive");
+        }
+        if h.max_call_levels == 0 || h.max_expr_depth == 0 || h.max_function_expr_depth == 0 {
+            return bad("hooks.max_call_levels", "call and expression depths must be positive");
+        }
+        if h.max_string_size == 0 || h.max_array_size == 0 || h.max_map_size == 0 {
+            return bad("hooks.max_string_size", "size limits must be positive (0 would mean unlimited)");
+        }
+        Ok(())
+    }
+
+    /// The database URL to open: the configured one, or SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("provisio.sqlite3").display())
+        } else {
+            self.database.clone()
+        }
+    }
+}
+
+/// Checks a public base URL: `http(s)://host[:port][/prefix]`, no query, no trailing slash.
+pub fn validate_public_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("must name a host".to_string());
+    }
+    if url.ends_with('/') {
+        return Err("must not end with '/'".to_string());
+    }
+    if url.contains(['?', '#', ' ']) || url.chars().any(crate::lpconfig::is_forbidden_char) {
+        return Err("must not contain a query, fragment, space or control character".to_string());
+    }
+    Ok(())
+}
+
+/// Figment's message, made to start with the key that failed.
+fn describe(e: figment::Error) -> String {
+    let mut out = Vec::new();
+    for err in e {
+        let key = err.path.join(".");
+        let source = err
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref().map(|s| format!(" (from {s})")))
+            .unwrap_or_default();
+        if key.is_empty() {
+            out.push(format!("{}{source}", err.kind));
+        } else {
+            out.push(format!("key `{key}`: {}{source}", err.kind));
+        }
+    }
+    out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let s = Settings::default();
+        s.validate().unwrap();
+        assert!(s.listen.ip().is_loopback());
+        assert!(s.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn layers_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\n[hooks]\ndeadline_ms = 7\n").unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.hooks.deadline_ms, 7);
+
+        let o = Overrides {
+            listen: Some("127.0.0.1:1234".into()),
+            ..Default::default()
+        };
+        assert_eq!(Settings::load(Some(&file), &o).unwrap().listen.port(), 1234);
+
+        std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("`listen`"), "{e}");
+
+        std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+
+        std::fs::write(&file, "database = \"mysql://x\"\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("`database`"), "{e}");
+
+        let missing = dir.path().join("missing.toml");
+        assert!(Settings::load(Some(&missing), &Overrides::default()).is_err());
+    }
+}

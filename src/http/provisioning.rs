@@ -1,0 +1,174 @@
+//! Provisioning routes (FlexiAPI-compatible): the lpconfig document and the QR code.
+
+use crate::auth;
+use crate::error::AppError;
+use crate::http::reply;
+use crate::http::{request_info, with_state};
+use crate::pipeline::identity::check_provisioning_token;
+use crate::pipeline::request::{RequestInfo, RouteKind};
+use crate::pipeline::reset::RESET_PASSWORD;
+use crate::pipeline::{self, Credential, space};
+use crate::model::{Space, now_ms};
+use crate::state::AppState;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::HeaderValue;
+use warp::reply::Response;
+
+/// Content type of every document (no charset, as FlexiAPI).
+pub const XML_CONTENT_TYPE: &str = "application/xml";
+
+/// The provisioning routes, most specific first (`me`, `auth_token/…`, `qrcode/…`, `{token}`,
+/// then the bare path), as FlexiAPI matches them.
+pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let me = warp::path!("provisioning" / "me")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(request_info(RouteKind::Me))
+        .then(provisioning_me);
+    let auth_token = warp::path!("provisioning" / "auth_token" / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(request_info(RouteKind::AuthToken))
+        .then(provisioning_auth_token);
+    let qrcode = warp::path!("provisioning" / "qrcode" / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(request_info(RouteKind::Token))
+        .then(provisioning_qrcode);
+    let token = warp::path!("provisioning" / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(request_info(RouteKind::Token))
+        .then(provisioning_token);
+    let anonymous = warp::path!("provisioning")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(request_info(RouteKind::Anonymous))
+        .then(provisioning_anonymous);
+    me.or(auth_token)
+        .unify()
+        .or(qrcode)
+        .unify()
+        .or(token)
+        .unify()
+        .or(anonymous)
+        .unify()
+        .boxed()
+}
+
+/// `GET /provisioning` — the space-level document, no account.
+async fn provisioning_anonymous(state: AppState, request: RequestInfo) -> Response {
+    document(&state, &request, |_, _| async { Ok(Credential::Anonymous) }).await
+}
+
+/// `GET /provisioning/{token}[?reset_password]` — consumes the token, activates the account.
+async fn provisioning_token(token: String, state: AppState, request: RequestInfo) -> Response {
+    document(&state, &request, |_, _| async move { Ok(Credential::ProvisioningToken(token)) }).await
+}
+
+/// `GET /provisioning/auth_token/{token}[?reset_password]` — redeems an attached auth token.
+async fn provisioning_auth_token(token: String, state: AppState, request: RequestInfo) -> Response {
+    document(&state, &request, |_, _| async move { Ok(Credential::AuthToken(token)) }).await
+}
+
+/// `GET /provisioning/me[?reset_password]` — the document of the authenticated account
+/// (authentication runs before the header guard, as in FlexiAPI: no credentials → 401).
+async fn provisioning_me(state: AppState, request: RequestInfo) -> Response {
+    let auth_state = state.clone();
+    document(&state, &request, move |space, request| async move {
+        let account = auth::authenticate(&auth_state, &space, &request).await?;
+        Ok(Credential::Authenticated(Box::new(account)))
+    })
+    .await
+}
+
+/// Resolves the space, obtains the credential, runs the pipeline and renders the outcome.
+async fn document<F, Fut>(state: &AppState, request: &RequestInfo, credential: F) -> Response
+where
+    F: FnOnce(Space, RequestInfo) -> Fut,
+    Fut: std::future::Future<Output = Result<Credential, AppError>>,
+{
+    let result = async {
+        let space = space::resolve(state.store.as_ref(), &request.host).await?;
+        let credential = credential(space.clone(), request.clone()).await?;
+        pipeline::provision(state, &space, request, &credential).await
+    }
+    .await;
+    let response = match result {
+        Ok(doc) => reply::with_body(200, XML_CONTENT_TYPE, doc.xml),
+        Err(err) => reply::error(&err),
+    };
+    count(request.route, response.status().as_u16());
+    response
+}
+
+/// `GET /provisioning/qrcode/{token}[?reset_password]` — a PNG of the provisioning URL, with
+/// that URL in `X-Qrcode-URL`. Consumes nothing; refuses used, superseded (404) and expired
+/// (410) tokens, where FlexiAPI would draw a code that cannot work.
+async fn provisioning_qrcode(token: String, state: AppState, request: RequestInfo) -> Response {
+    let result = async {
+        let space = space::resolve(state.store.as_ref(), &request.host).await?;
+        check_provisioning_token(&state, &token, now_ms()).await?;
+        let url = provisioning_url(&state, &space, &request, &token, request.has_query(RESET_PASSWORD));
+        let png = png_blocking(url.clone()).await?;
+        Ok::<_, AppError>((url, png))
+    }
+    .await;
+    let response = match result {
+        Ok((url, png)) => {
+            let mut resp = reply::with_body(200, "image/png", png);
+            if let Ok(v) = HeaderValue::from_str(&url) {
+                resp.headers_mut().insert("x-qrcode-url", v);
+            }
+            resp
+        }
+        Err(err) => reply::error(&err),
+    };
+    count(RouteKind::Token, response.status().as_u16());
+    response
+}
+
+/// Renders a QR PNG on the blocking pool (~2–3 ms of CPU each).
+pub async fn png_blocking(url: String) -> Result<Vec<u8>, AppError> {
+    tokio::task::spawn_blocking(move || crate::qr::png(&url))
+        .await
+        .map_err(|e| AppError::Internal(format!("QR task failed: {e}")))?
+        .map_err(|e| AppError::Internal(e.to_string()))
+}
+
+/// The absolute provisioning URL of a token, on the space's public base URL.
+pub fn provisioning_url(state: &AppState, space: &Space, request: &RequestInfo, token: &str, reset: bool) -> String {
+    let mut url = format!("{}/provisioning/{token}", base_url(state, space, request));
+    if reset {
+        url.push_str("?reset_password=1");
+    }
+    url
+}
+
+/// The public base URL for links: the space's, else the server's, else `http://` + the Host
+/// the client used (with its port).
+pub fn base_url(state: &AppState, space: &Space, request: &RequestInfo) -> String {
+    if let Some(url) = space.public_url.as_deref().filter(|u| !u.is_empty()) {
+        return url.trim_end_matches('/').to_string();
+    }
+    if !state.settings.public_url.is_empty() {
+        return state.settings.public_url.trim_end_matches('/').to_string();
+    }
+    let host = request
+        .header("host")
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
+        .map(str::to_string)
+        .unwrap_or_else(|| state.settings.listen.to_string());
+    format!("http://{host}")
+}
+
+/// Counts a provisioning response by route and status, for `/metrics`.
+fn count(route: RouteKind, status: u16) {
+    metrics::counter!(
+        "provisio_provisioning_responses_total",
+        "route" => route.as_str(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+}

@@ -1,0 +1,79 @@
+//! The provisioning pipeline. One file per stage; a request flows through them in this order:
+//!
+//! 1. [`space`] — the request's Host selects its space (404 if none matches);
+//! 2. [`guard`] — the `x-linphone-provisioning` check, before any token is read (400);
+//! 3. [`identity`] — who is being provisioned: nobody, a provisioning token's owner, an auth
+//!    token's owner or an authenticated account (404 unknown/used/superseded, 410 expired,
+//!    403 blocked); nothing is changed yet;
+//! 4. [`reset`] — with `?reset_password`, a new random password and its HA1 (not stored yet);
+//! 5. [`assemble`] — the document in FlexiAPI's order;
+//! 6. [`hooks`] — the space's Rhai scripts (`on_proxy`, `on_auth_info`, `on_config`);
+//! 7. [`finish`] — overwrite-all, the value rule, XML rendering;
+//! 8. [`consume`] — one atomic store operation: burn the token, activate the account, store the
+//!    reset password. Only the request that wins it gets the document.
+//!
+//! Consumption comes last on purpose (DESIGN.md lists it before assembly): a hook that denies
+//! the request, a failing script or an invalid document then burns nothing, and the token
+//! still works on the next try. The document is held in memory until the consume wins, so a
+//! loser never sees credentials.
+
+pub mod assemble;
+pub mod consume;
+pub mod finish;
+pub mod guard;
+pub mod hooks;
+pub mod identity;
+pub mod request;
+pub mod reset;
+pub mod space;
+
+use crate::error::AppError;
+use crate::model::{Password, Space, now_ms};
+use crate::state::AppState;
+pub use identity::Credential;
+use request::RequestInfo;
+
+/// A rendered document, ready to send.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// The lpconfig XML.
+    pub xml: String,
+    /// The account provisioned, if any (for logs).
+    pub account_id: Option<i64>,
+}
+
+/// Runs stages 2–8 for a request whose space is already resolved (the HTTP layer resolves the
+/// space first because `/provisioning/me` authenticates between stages 1 and 2).
+pub async fn provision(
+    state: &AppState,
+    space: &Space,
+    request: &RequestInfo,
+    credential: &Credential,
+) -> Result<Document, AppError> {
+    guard::check(space, request)?;
+    let now = now_ms();
+    let who = identity::resolve(state, credential, now).await?;
+    let new_password = reset::prepare(request, &who, space);
+    let passwords: Vec<Password> = match (&new_password, &who.account) {
+        (Some(p), Some(account)) => vec![Password {
+            id: 0,
+            account_id: account.id,
+            algorithm: p.algorithm,
+            ha1: p.ha1.clone(),
+        }],
+        _ => who.passwords.clone(),
+    };
+    let assembled = assemble::assemble(
+        space,
+        who.account_space.as_ref(),
+        who.account.as_ref(),
+        &passwords,
+    )?;
+    let config = hooks::run(state, space, &who, request, assembled).await?;
+    let xml = finish::finish(config, space)?;
+    consume::commit(state, credential, &who, new_password.as_ref(), now).await?;
+    Ok(Document {
+        xml,
+        account_id: who.account.as_ref().map(|a| a.id),
+    })
+}

@@ -1,0 +1,20 @@
+//! The handles every request needs, cheap to clone: no lock sits in the request path.
+
+use crate::config::Settings;
+use crate::hooks::Hooks;
+use crate::store::DynStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+
+/// Shared application state.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: DynStore,
+    /// The live hook scripts (swapped atomically on reload).
+    pub hooks: Arc<Hooks>,
+    /// Start-up settings (restart-only).
+    pub settings: Arc<Settings>,
+    /// Renders `/metrics`; `None` when another recorder was already installed (tests).
+    pub metrics: Option<PrometheusHandle>,
+}
