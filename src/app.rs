@@ -170,3 +170,19 @@ pub fn public_base(settings: &Settings, space: &Space) -> String {
         .trim_end_matches('/')
         .to_string()
 }
+
+/// Directives appended to every log filter: warp and hyper log request paths (which carry
+/// tokens) at debug/trace level, so they are capped whatever the operator asks for.
+pub const REDACTING_DIRECTIVES: &[&str] = &["warp=info", "hyper=info", "hyper_util=info"];
+
+/// The log filter for a base filter string (`RUST_LOG` syntax), with the redacting caps.
+pub fn log_filter(base: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::try_new(base)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for directive in REDACTING_DIRECTIVES {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}

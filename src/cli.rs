@@ -269,8 +269,8 @@ pub struct RenderArgs {
     pub header: Vec<String>,
 }
 
-/// Runs a parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Loads the settings the command line points at (file, environment, flags).
+pub fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
     let overrides = Overrides {
         listen: cli.listen.clone(),
         database: cli.database.clone(),
@@ -278,7 +278,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         public_url: cli.public_url.clone(),
         hooks: cli.hooks_dir.clone().map(|dir| HooksOverride { dir }),
     };
-    let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    Ok(Settings::load(cli.config.as_deref(), &overrides)?)
+}
+
+/// Runs a parsed command line with its loaded settings.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { demo } => serve(settings, demo).await,
         Command::Demo => serve(settings, true).await,

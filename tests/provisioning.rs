@@ -182,7 +182,7 @@ both_backends!(qrcode_and_wizard, |app: TestApp| async move {
     assert_eq!(grids.len(), 1);
     let (meta, content) = grids[0].decode().unwrap();
     assert_eq!(content, expected, "the QR code encodes the provisioning URL");
-    assert_eq!(meta.ecc_level, 2, "error correction High"); // rqrr: 0=M? see below
+    assert_eq!(meta.ecc_level, 2, "error correction High (format bits 10)");
 
     let r = app.get("sip.example.com", &format!("/wizard/{token}")).send().await.unwrap();
     assert_eq!(r.status(), 200);
