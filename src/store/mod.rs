@@ -6,6 +6,7 @@
 //! millisecond and tests can travel in time. Secrets (tokens, API keys) arrive already hashed
 //! ([`crate::secret::hash_secret`]); the store never sees a clear token.
 
+pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
 

@@ -1,0 +1,1093 @@
+//! PostgreSQL backend, for production and for several stateless provisio instances sharing one
+//! database: deadpool-postgres pool, plain SQL, every statement through `prepare_cached`.
+//!
+//! Atomic operations are one statement (`UPDATE … WHERE used_at IS NULL … RETURNING`) or one
+//! transaction that locks the rows it decides on (`SELECT … FOR UPDATE`). Under READ COMMITTED,
+//! a concurrent writer blocked on the same row re-checks the `WHERE` clause against the
+//! committed row, so of several concurrent consumers exactly one wins.
+//!
+//! The code is kept statement for statement parallel to [`super::sqlite`].
+
+use super::migrations;
+use super::sqlite::apply_account_update;
+use super::{
+    AccountUpdate, ApiKeyRecord, AuthTokenState, NewAccount, NewApiKey, NonceCheck, Store,
+    StoreError, StoreResult, TokenState,
+};
+use crate::model::{Account, NewPassword, Password, Space, UiFlags};
+use anyhow::{Context as _, anyhow};
+use async_trait::async_trait;
+use deadpool_postgres::{
+    Client, GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+/// How long a caller waits for a pooled connection, and a new connection may take to open.
+const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Columns of `spaces`, in the order [`space_from_row`] documents.
+macro_rules! space_columns {
+    () => {
+        "id, domain, host, name, super_space, realm, password_algorithm, base_rc, custom_entries, \
+         overwrite_all, ui_super, ui_disable_chat_feature, ui_disable_meetings_feature, \
+         ui_disable_broadcast_feature, ui_hide_settings, ui_hide_account_settings, \
+         ui_disable_call_recordings_feature, ui_only_display_sip_uri_username, \
+         ui_assistant_hide_create_account, ui_assistant_disable_qr_code, \
+         ui_assistant_hide_third_party_account, ui_max_account, vcard_list_url, public_url, \
+         token_lifetime_minutes, header_mode, hook_failure, max_accounts"
+    };
+}
+
+/// Columns of `accounts` read by [`account_from_row`].
+macro_rules! account_columns {
+    () => {
+        "id, username, domain, email, display_name, phone, activated, blocked, admin, \
+         dtmf_protocol, ip_address, user_agent, created_at, updated_at"
+    };
+}
+
+/// The PostgreSQL store: a pool of connections to one database (and schema, via the URL's
+/// `options=-csearch_path=…`).
+pub struct PostgresStore {
+    /// Connections; statements are cached per connection.
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Parses a `postgres://` URL, builds the pool and opens one connection, so a bad URL or an
+    /// unreachable server fails at start-up with a clear message (the password is never shown).
+    pub async fn connect(url: &str, pool_size: usize) -> anyhow::Result<PostgresStore> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .context("invalid PostgreSQL URL (expected postgres://user@host:port/database)")?;
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
+            .build()
+            .context("cannot build the PostgreSQL connection pool")?;
+        let store = PostgresStore { pool };
+        store
+            .ping()
+            .await
+            .map_err(|e| anyhow!("cannot connect to PostgreSQL at {target}: {e}"))?;
+        Ok(store)
+    }
+
+    /// A pooled connection.
+    async fn client(&self) -> StoreResult<Client> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Backend(format!("postgres pool: {}", error_chain(&e))))
+    }
+}
+
+/// An error and its sources joined with ": " (tokio-postgres keeps the cause, such as
+/// "Connection refused", out of its own message), skipping text a parent already quotes.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// `user@host:port/dbname` of a configuration, for error messages without the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// Maps PostgreSQL errors: unique violations become a client-safe `Conflict`, foreign-key
+/// violations `NotFound` (the referenced row is missing), anything else `Backend`. The server's
+/// DETAIL (which quotes the offending values, possibly a token hash) is never included.
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) if *db.code() == SqlState::UNIQUE_VIOLATION => {
+                StoreError::Conflict(conflict_message(db.constraint().unwrap_or("")))
+            }
+            Some(db) if *db.code() == SqlState::FOREIGN_KEY_VIOLATION => StoreError::NotFound,
+            Some(db) => StoreError::Backend(format!(
+                "postgres: {}: {} [{}]",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            )),
+            None => StoreError::Backend(format!("postgres: {}", error_chain(&e))),
+        }
+    }
+}
+
+/// Names what clashed, from the constraint names of `schema/postgres`.
+fn conflict_message(constraint: &str) -> String {
+    let what = match constraint {
+        "spaces_domain_key" => "space domain",
+        "spaces_host_key" => "space host",
+        "spaces_name_key" => "space name",
+        "accounts_username_domain_key" => "account",
+        "passwords_account_id_algorithm_key" => "password for this algorithm",
+        "account_dictionary_pkey" => "dictionary key",
+        "provisioning_tokens_token_hash_key" => "provisioning token",
+        "auth_tokens_token_hash_key" => "auth token",
+        "api_keys_key_hash_key" => "api key",
+        "api_keys_one_user_key_idx" => "user api key",
+        "digest_nonces_opaque_key" => "digest challenge",
+        _ => "record",
+    };
+    format!("{what} already exists")
+}
+
+/// Starts a read-only snapshot, so multi-statement reads see one consistent state.
+async fn snapshot(client: &mut Client) -> StoreResult<Transaction<'_>> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+/// Parses a text column holding one of the model's enums.
+fn parse_column<T: std::str::FromStr<Err = String>>(row: &Row, column: &str) -> StoreResult<T> {
+    let text: String = row.try_get(column)?;
+    text.parse()
+        .map_err(|e: String| StoreError::Backend(format!("column {column}: {e}")))
+}
+
+/// Builds a space from a row of [`space_columns!`].
+fn space_from_row(row: &Row) -> StoreResult<Space> {
+    Ok(Space {
+        id: row.try_get("id")?,
+        domain: row.try_get("domain")?,
+        host: row.try_get("host")?,
+        name: row.try_get("name")?,
+        super_space: row.try_get("super_space")?,
+        realm: row.try_get("realm")?,
+        password_algorithm: parse_column(row, "password_algorithm")?,
+        base_rc: row.try_get("base_rc")?,
+        custom_entries: row.try_get("custom_entries")?,
+        overwrite_all: row.try_get("overwrite_all")?,
+        ui: UiFlags {
+            super_space: row.try_get("ui_super")?,
+            disable_chat_feature: row.try_get("ui_disable_chat_feature")?,
+            disable_meetings_feature: row.try_get("ui_disable_meetings_feature")?,
+            disable_broadcast_feature: row.try_get("ui_disable_broadcast_feature")?,
+            hide_settings: row.try_get("ui_hide_settings")?,
+            hide_account_settings: row.try_get("ui_hide_account_settings")?,
+            disable_call_recordings_feature: row.try_get("ui_disable_call_recordings_feature")?,
+            only_display_sip_uri_username: row.try_get("ui_only_display_sip_uri_username")?,
+            assistant_hide_create_account: row.try_get("ui_assistant_hide_create_account")?,
+            assistant_disable_qr_code: row.try_get("ui_assistant_disable_qr_code")?,
+            assistant_hide_third_party_account: row
+                .try_get("ui_assistant_hide_third_party_account")?,
+            max_account: row.try_get("ui_max_account")?,
+        },
+        vcard_list_url: row.try_get("vcard_list_url")?,
+        public_url: row.try_get("public_url")?,
+        token_lifetime_minutes: row.try_get("token_lifetime_minutes")?,
+        header_mode: parse_column(row, "header_mode")?,
+        hook_failure: parse_column(row, "hook_failure")?,
+        max_accounts: row.try_get("max_accounts")?,
+    })
+}
+
+/// A boxed statement parameter, so a row's values can be built once and bound anywhere.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// The 27 settings of a space as `$1..$27`, in [`space_columns!`] order without `id`
+/// (`$1` is the domain, the key of an update).
+fn space_values(s: &Space) -> Vec<Param> {
+    vec![
+        Box::new(s.domain.clone()),
+        Box::new(s.host.clone()),
+        Box::new(s.name.clone()),
+        Box::new(s.super_space),
+        Box::new(s.realm.clone()),
+        Box::new(s.password_algorithm.as_str()),
+        Box::new(s.base_rc.clone()),
+        Box::new(s.custom_entries.clone()),
+        Box::new(s.overwrite_all),
+        Box::new(s.ui.super_space),
+        Box::new(s.ui.disable_chat_feature),
+        Box::new(s.ui.disable_meetings_feature),
+        Box::new(s.ui.disable_broadcast_feature),
+        Box::new(s.ui.hide_settings),
+        Box::new(s.ui.hide_account_settings),
+        Box::new(s.ui.disable_call_recordings_feature),
+        Box::new(s.ui.only_display_sip_uri_username),
+        Box::new(s.ui.assistant_hide_create_account),
+        Box::new(s.ui.assistant_disable_qr_code),
+        Box::new(s.ui.assistant_hide_third_party_account),
+        Box::new(s.ui.max_account),
+        Box::new(s.vcard_list_url.clone()),
+        Box::new(s.public_url.clone()),
+        Box::new(s.token_lifetime_minutes),
+        Box::new(s.header_mode.as_str()),
+        Box::new(s.hook_failure.as_str()),
+        Box::new(s.max_accounts),
+    ]
+}
+
+/// Borrows boxed parameters in the shape `query` wants.
+fn bind(values: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+/// Builds an account (without its dictionary) from a row of [`account_columns!`].
+fn account_from_row(row: &Row) -> StoreResult<Account> {
+    Ok(Account {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        domain: row.try_get("domain")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        phone: row.try_get("phone")?,
+        activated: row.try_get("activated")?,
+        blocked: row.try_get("blocked")?,
+        admin: row.try_get("admin")?,
+        dtmf_protocol: row.try_get("dtmf_protocol")?,
+        ip_address: row.try_get("ip_address")?,
+        user_agent: row.try_get("user_agent")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        dictionary: BTreeMap::new(),
+    })
+}
+
+/// Reads the dictionaries of several accounts in one round trip.
+async fn load_dictionaries(
+    c: &impl GenericClient,
+    account_ids: &[i64],
+) -> StoreResult<HashMap<i64, BTreeMap<String, String>>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT account_id, key, value FROM account_dictionary WHERE account_id = ANY($1) ORDER BY key",
+        )
+        .await?;
+    let mut out: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
+    for row in c.query(&stmt, &[&account_ids]).await? {
+        out.entry(row.try_get("account_id")?)
+            .or_default()
+            .insert(row.try_get("key")?, row.try_get("value")?);
+    }
+    Ok(out)
+}
+
+/// Reads one account's dictionary.
+async fn load_dictionary(
+    c: &impl GenericClient,
+    account_id: i64,
+) -> StoreResult<BTreeMap<String, String>> {
+    Ok(load_dictionaries(c, &[account_id])
+        .await?
+        .remove(&account_id)
+        .unwrap_or_default())
+}
+
+/// Replaces one account's dictionary (inside the caller's transaction).
+async fn write_dictionary(
+    tx: &Transaction<'_>,
+    account_id: i64,
+    dictionary: &BTreeMap<String, String>,
+) -> StoreResult<()> {
+    let delete = tx
+        .prepare_cached("DELETE FROM account_dictionary WHERE account_id = $1")
+        .await?;
+    tx.execute(&delete, &[&account_id]).await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO account_dictionary (account_id, key, value) VALUES ($1, $2, $3)",
+        )
+        .await?;
+    for (key, value) in dictionary {
+        tx.execute(&insert, &[&account_id, key, value]).await?;
+    }
+    Ok(())
+}
+
+/// Replaces one account's passwords (inside the caller's transaction).
+async fn write_passwords(
+    tx: &Transaction<'_>,
+    account_id: i64,
+    passwords: &[NewPassword],
+) -> StoreResult<()> {
+    let delete = tx
+        .prepare_cached("DELETE FROM passwords WHERE account_id = $1")
+        .await?;
+    tx.execute(&delete, &[&account_id]).await?;
+    let insert = tx
+        .prepare_cached("INSERT INTO passwords (account_id, algorithm, ha1) VALUES ($1, $2, $3)")
+        .await?;
+    for password in passwords {
+        tx.execute(
+            &insert,
+            &[&account_id, &password.algorithm.as_str(), &password.ha1],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Reads an account with its dictionary; `lock` takes its row lock (inside a transaction).
+async fn load_account(c: &impl GenericClient, id: i64, lock: bool) -> StoreResult<Option<Account>> {
+    let sql = if lock {
+        concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts WHERE id = $1 FOR UPDATE"
+        )
+    } else {
+        concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts WHERE id = $1"
+        )
+    };
+    let stmt = c.prepare_cached(sql).await?;
+    let Some(row) = c.query_opt(&stmt, &[&id]).await? else {
+        return Ok(None);
+    };
+    let mut account = account_from_row(&row)?;
+    account.dictionary = load_dictionary(c, account.id).await?;
+    Ok(Some(account))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> StoreResult<Vec<String>> {
+        let mut client = self.client().await?;
+        Ok(migrations::apply_postgres(&mut client).await?)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached("SELECT 1").await?;
+        client.query_one(&stmt, &[]).await?;
+        Ok(())
+    }
+
+    // ---- spaces ---------------------------------------------------------------------------
+
+    async fn create_space(&self, space: &Space) -> StoreResult<Space> {
+        let values = space_values(space);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "INSERT INTO spaces (",
+                "domain, host, name, super_space, realm, password_algorithm, base_rc, ",
+                "custom_entries, overwrite_all, ui_super, ui_disable_chat_feature, ",
+                "ui_disable_meetings_feature, ui_disable_broadcast_feature, ui_hide_settings, ",
+                "ui_hide_account_settings, ui_disable_call_recordings_feature, ",
+                "ui_only_display_sip_uri_username, ui_assistant_hide_create_account, ",
+                "ui_assistant_disable_qr_code, ui_assistant_hide_third_party_account, ",
+                "ui_max_account, vcard_list_url, public_url, token_lifetime_minutes, ",
+                "header_mode, hook_failure, max_accounts) VALUES (",
+                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, ",
+                "$18, $19, $20, $21, $22, $23, $24, $25, $26, $27) RETURNING ",
+                space_columns!()
+            ))
+            .await?;
+        let row = client.query_one(&stmt, &bind(&values)).await?;
+        space_from_row(&row)
+    }
+
+    async fn update_space(&self, space: &Space) -> StoreResult<Space> {
+        let values = space_values(space);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "UPDATE spaces SET host = $2, name = $3, super_space = $4, realm = $5, ",
+                "password_algorithm = $6, base_rc = $7, custom_entries = $8, overwrite_all = $9, ",
+                "ui_super = $10, ui_disable_chat_feature = $11, ui_disable_meetings_feature = $12, ",
+                "ui_disable_broadcast_feature = $13, ui_hide_settings = $14, ",
+                "ui_hide_account_settings = $15, ui_disable_call_recordings_feature = $16, ",
+                "ui_only_display_sip_uri_username = $17, ui_assistant_hide_create_account = $18, ",
+                "ui_assistant_disable_qr_code = $19, ui_assistant_hide_third_party_account = $20, ",
+                "ui_max_account = $21, vcard_list_url = $22, public_url = $23, ",
+                "token_lifetime_minutes = $24, header_mode = $25, hook_failure = $26, ",
+                "max_accounts = $27 WHERE domain = $1 RETURNING ",
+                space_columns!()
+            ))
+            .await?;
+        match client.query_opt(&stmt, &bind(&values)).await? {
+            Some(row) => space_from_row(&row),
+            None => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn delete_space(&self, domain: &str) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("DELETE FROM spaces WHERE domain = $1")
+            .await?;
+        Ok(client.execute(&stmt, &[&domain]).await? > 0)
+    }
+
+    async fn space_by_domain(&self, domain: &str) -> StoreResult<Option<Space>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                space_columns!(),
+                " FROM spaces WHERE domain = $1"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&domain])
+            .await?
+            .map(|row| space_from_row(&row))
+            .transpose()
+    }
+
+    async fn space_by_host(&self, host: &str) -> StoreResult<Option<Space>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                space_columns!(),
+                " FROM spaces WHERE host = $1"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&host])
+            .await?
+            .map(|row| space_from_row(&row))
+            .transpose()
+    }
+
+    async fn list_spaces(&self) -> StoreResult<Vec<Space>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                space_columns!(),
+                " FROM spaces ORDER BY domain"
+            ))
+            .await?;
+        client
+            .query(&stmt, &[])
+            .await?
+            .iter()
+            .map(space_from_row)
+            .collect()
+    }
+
+    // ---- accounts -------------------------------------------------------------------------
+
+    async fn create_account(&self, new: &NewAccount, now: i64) -> StoreResult<Account> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let space = tx
+            .prepare_cached("SELECT 1 FROM spaces WHERE domain = $1")
+            .await?;
+        if tx.query_opt(&space, &[&new.domain]).await?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let insert = tx
+            .prepare_cached(concat!(
+                "INSERT INTO accounts (username, domain, email, display_name, phone, activated, ",
+                "blocked, admin, dtmf_protocol, ip_address, user_agent, created_at, updated_at) ",
+                "VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8, $9, $10, $11, $11) RETURNING ",
+                account_columns!()
+            ))
+            .await?;
+        let row = tx
+            .query_one(
+                &insert,
+                &[
+                    &new.username,
+                    &new.domain,
+                    &new.email,
+                    &new.display_name,
+                    &new.phone,
+                    &new.activated,
+                    &new.admin,
+                    &new.dtmf_protocol,
+                    &new.ip_address,
+                    &new.user_agent,
+                    &now,
+                ],
+            )
+            .await?;
+        let mut account = account_from_row(&row)?;
+        // Checked after the insert: if a delete of the same identity was in flight, the insert
+        // waited for it on the unique index, and this statement's fresh snapshot (READ
+        // COMMITTED) now sees the tombstone it wrote.
+        let tombstone = tx
+            .prepare_cached("SELECT 1 FROM accounts_tombstones WHERE username = $1 AND domain = $2")
+            .await?;
+        if tx
+            .query_opt(&tombstone, &[&new.username, &new.domain])
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::Conflict("account already exists".into()));
+        }
+        write_dictionary(&tx, account.id, &new.dictionary).await?;
+        write_passwords(&tx, account.id, &new.passwords).await?;
+        tx.commit().await?;
+        account.dictionary = new.dictionary.clone();
+        Ok(account)
+    }
+
+    async fn account(&self, id: i64) -> StoreResult<Option<Account>> {
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let account = load_account(&tx, id, false).await?;
+        tx.commit().await?;
+        Ok(account)
+    }
+
+    async fn account_by_identity(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> StoreResult<Option<Account>> {
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let stmt = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE username = $1 AND domain = $2"
+            ))
+            .await?;
+        let account = match tx.query_opt(&stmt, &[&username, &domain]).await? {
+            Some(row) => {
+                let mut account = account_from_row(&row)?;
+                account.dictionary = load_dictionary(&tx, account.id).await?;
+                Some(account)
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(account)
+    }
+
+    async fn list_accounts(
+        &self,
+        domain: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<Account>, i64)> {
+        let (offset, limit) = (offset.max(0), limit.max(0));
+        let mut client = self.client().await?;
+        // One snapshot, so the page and the total agree.
+        let tx = snapshot(&mut client).await?;
+        let page = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE ($1::TEXT IS NULL OR domain = $1) ORDER BY id LIMIT $2 OFFSET $3"
+            ))
+            .await?;
+        let mut accounts = tx
+            .query(&page, &[&domain, &limit, &offset])
+            .await?
+            .iter()
+            .map(account_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let count = tx
+            .prepare_cached("SELECT COUNT(*) FROM accounts WHERE ($1::TEXT IS NULL OR domain = $1)")
+            .await?;
+        let total: i64 = tx.query_one(&count, &[&domain]).await?.try_get(0)?;
+        let ids: Vec<i64> = accounts.iter().map(|a| a.id).collect();
+        let mut dictionaries = load_dictionaries(&tx, &ids).await?;
+        for account in &mut accounts {
+            account.dictionary = dictionaries.remove(&account.id).unwrap_or_default();
+        }
+        tx.commit().await?;
+        Ok((accounts, total))
+    }
+
+    async fn update_account(
+        &self,
+        id: i64,
+        update: &AccountUpdate,
+        now: i64,
+    ) -> StoreResult<Option<Account>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(mut account) = load_account(&tx, id, true).await? else {
+            return Ok(None);
+        };
+        apply_account_update(&mut account, update.clone(), now);
+        let stmt = tx
+            .prepare_cached(concat!(
+                "UPDATE accounts SET email = $2, display_name = $3, phone = $4, ",
+                "dtmf_protocol = $5, activated = $6, blocked = $7, admin = $8, updated_at = $9 ",
+                "WHERE id = $1"
+            ))
+            .await?;
+        tx.execute(
+            &stmt,
+            &[
+                &id,
+                &account.email,
+                &account.display_name,
+                &account.phone,
+                &account.dtmf_protocol,
+                &account.activated,
+                &account.blocked,
+                &account.admin,
+                &account.updated_at,
+            ],
+        )
+        .await?;
+        write_dictionary(&tx, id, &account.dictionary).await?;
+        tx.commit().await?;
+        Ok(Some(account))
+    }
+
+    async fn delete_account(&self, id: i64, now: i64) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let delete = tx
+            .prepare_cached("DELETE FROM accounts WHERE id = $1 RETURNING username, domain")
+            .await?;
+        let Some(row) = tx.query_opt(&delete, &[&id]).await? else {
+            return Ok(false);
+        };
+        let (username, domain): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let tombstone = tx
+            .prepare_cached(concat!(
+                "INSERT INTO accounts_tombstones (username, domain, created_at) ",
+                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            ))
+            .await?;
+        tx.execute(&tombstone, &[&username, &domain, &now]).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn passwords(&self, account_id: i64) -> StoreResult<Vec<Password>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, account_id, algorithm, ha1 FROM passwords WHERE account_id = $1 ORDER BY id",
+            )
+            .await?;
+        client
+            .query(&stmt, &[&account_id])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Password {
+                    id: row.try_get("id")?,
+                    account_id: row.try_get("account_id")?,
+                    algorithm: parse_column(row, "algorithm")?,
+                    ha1: row.try_get("ha1")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_passwords(
+        &self,
+        account_id: i64,
+        passwords: &[NewPassword],
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+            .await?;
+        if tx.query_opt(&exists, &[&account_id]).await?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        write_passwords(&tx, account_id, passwords).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- provisioning tokens ----------------------------------------------------------------
+
+    async fn create_provisioning_token(
+        &self,
+        account_id: i64,
+        token_hash: &[u8],
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "INSERT INTO provisioning_tokens (account_id, token_hash, created_at, expires_at) ",
+                "VALUES ($1, $2, $3, $4)"
+            ))
+            .await?;
+        client
+            .execute(&stmt, &[&account_id, &token_hash, &now, &expires_at])
+            .await?;
+        Ok(())
+    }
+
+    async fn provisioning_token(&self, token_hash: &[u8]) -> StoreResult<Option<TokenState>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT t.account_id, t.created_at, t.expires_at, t.used_at IS NOT NULL AS used, ",
+                "COALESCE(t.used_at IS NULL AND t.id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
+                "WHERE o.account_id = t.account_id AND o.used_at IS NULL), FALSE) AS current ",
+                "FROM provisioning_tokens t WHERE t.token_hash = $1"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&token_hash])
+            .await?
+            .map(|row| {
+                Ok(TokenState {
+                    account_id: row.try_get("account_id")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    used: row.try_get("used")?,
+                    current: row.try_get("current")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn consume_provisioning_token(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        reset: Option<&NewPassword>,
+    ) -> StoreResult<Option<i64>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Unused, current (the account's unused token with the highest id) and, when it
+        // expires, not yet at its expiry instant. Concurrent consumers block on the row and
+        // then fail `used_at IS NULL`.
+        let consume = tx
+            .prepare_cached(concat!(
+                "UPDATE provisioning_tokens SET used_at = $2 ",
+                "WHERE token_hash = $1 AND used_at IS NULL ",
+                "AND (expires_at IS NULL OR expires_at > $2) ",
+                "AND id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
+                "WHERE o.account_id = provisioning_tokens.account_id AND o.used_at IS NULL) ",
+                "RETURNING account_id"
+            ))
+            .await?;
+        let Some(row) = tx.query_opt(&consume, &[&token_hash, &now]).await? else {
+            return Ok(None);
+        };
+        let account_id: i64 = row.try_get(0)?;
+        let activate = tx
+            .prepare_cached("UPDATE accounts SET activated = TRUE, updated_at = $2 WHERE id = $1")
+            .await?;
+        tx.execute(&activate, &[&account_id, &now]).await?;
+        if let Some(password) = reset {
+            write_passwords(&tx, account_id, std::slice::from_ref(password)).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(account_id))
+    }
+
+    // ---- auth tokens (QR login) -----------------------------------------------------------
+
+    async fn create_auth_token(
+        &self,
+        token_hash: &[u8],
+        ip: Option<&str>,
+        user_agent: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO auth_tokens (token_hash, ip, user_agent, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .await?;
+        client
+            .execute(&stmt, &[&token_hash, &ip, &user_agent, &now])
+            .await?;
+        Ok(())
+    }
+
+    async fn auth_token(
+        &self,
+        token_hash: &[u8],
+        not_before: i64,
+    ) -> StoreResult<Option<AuthTokenState>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT account_id, created_at FROM auth_tokens WHERE token_hash = $1 AND created_at > $2",
+            )
+            .await?;
+        client
+            .query_opt(&stmt, &[&token_hash, &not_before])
+            .await?
+            .map(|row| {
+                Ok(AuthTokenState {
+                    account_id: row.try_get("account_id")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn attach_auth_token(
+        &self,
+        token_hash: &[u8],
+        account_id: i64,
+        not_before: i64,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "UPDATE auth_tokens SET account_id = $2 ",
+                "WHERE token_hash = $1 AND account_id IS NULL AND created_at > $3"
+            ))
+            .await?;
+        let n = client
+            .execute(&stmt, &[&token_hash, &account_id, &not_before])
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn consume_auth_token(
+        &self,
+        token_hash: &[u8],
+        not_before: i64,
+        reset: Option<&NewPassword>,
+    ) -> StoreResult<Option<i64>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let consume = tx
+            .prepare_cached(concat!(
+                "DELETE FROM auth_tokens ",
+                "WHERE token_hash = $1 AND account_id IS NOT NULL AND created_at > $2 ",
+                "RETURNING account_id"
+            ))
+            .await?;
+        let Some(row) = tx.query_opt(&consume, &[&token_hash, &not_before]).await? else {
+            return Ok(None);
+        };
+        let account_id: i64 = row.try_get(0)?;
+        if let Some(password) = reset {
+            write_passwords(&tx, account_id, std::slice::from_ref(password)).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(account_id))
+    }
+
+    // ---- API keys -------------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: &NewApiKey, now: i64) -> StoreResult<i64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Locking the owner serialises concurrent user-key rotations of one account.
+        let owner = tx
+            .prepare_cached("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+            .await?;
+        if tx.query_opt(&owner, &[&key.account_id]).await?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        if key.expires_after_minutes.is_none() {
+            let delete = tx
+                .prepare_cached(
+                    "DELETE FROM api_keys WHERE account_id = $1 AND expires_after_minutes IS NULL",
+                )
+                .await?;
+            tx.execute(&delete, &[&key.account_id]).await?;
+        }
+        let insert = tx
+            .prepare_cached(concat!(
+                "INSERT INTO api_keys (account_id, key_hash, name, ip, expires_after_minutes, ",
+                "created_at, last_used_at, requests) VALUES ($1, $2, $3, $4, $5, $6, $6, 0) ",
+                "RETURNING id"
+            ))
+            .await?;
+        let id: i64 = tx
+            .query_one(
+                &insert,
+                &[
+                    &key.account_id,
+                    &key.key_hash,
+                    &key.name,
+                    &key.ip,
+                    &key.expires_after_minutes,
+                    &now,
+                ],
+            )
+            .await?
+            .try_get(0)?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn authenticate_api_key(
+        &self,
+        key_hash: &[u8],
+        ip: Option<&str>,
+        now: i64,
+        user_key_ttl_minutes: i64,
+    ) -> StoreResult<Option<i64>> {
+        let client = self.client().await?;
+        // One statement: the check and the use record cannot be separated. A key dies at
+        // last use + its lifetime (user keys: the server-wide TTL; admin keys: their own).
+        let stmt = client
+            .prepare_cached(concat!(
+                "UPDATE api_keys SET last_used_at = $3, requests = requests + 1 ",
+                "WHERE key_hash = $1 AND (ip IS NULL OR ip = $2) AND CASE ",
+                "WHEN expires_after_minutes IS NULL ",
+                "THEN $4::BIGINT = 0 OR last_used_at + $4::BIGINT * 60000 > $3 ",
+                "ELSE expires_after_minutes = 0 OR last_used_at + expires_after_minutes * 60000 > $3 ",
+                "END RETURNING account_id"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&key_hash, &ip, &now, &user_key_ttl_minutes])
+            .await?
+            .map(|row| Ok(row.try_get(0)?))
+            .transpose()
+    }
+
+    async fn api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT id, account_id, name, ip, expires_after_minutes, last_used_at, requests ",
+                "FROM api_keys WHERE account_id = $1 ORDER BY id"
+            ))
+            .await?;
+        client
+            .query(&stmt, &[&account_id])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(ApiKeyRecord {
+                    id: row.try_get("id")?,
+                    account_id: row.try_get("account_id")?,
+                    name: row.try_get("name")?,
+                    ip: row.try_get("ip")?,
+                    expires_after_minutes: row.try_get("expires_after_minutes")?,
+                    last_used_at: row.try_get("last_used_at")?,
+                    requests: row.try_get("requests")?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- Digest challenges ----------------------------------------------------------------
+
+    async fn create_digest_nonce(
+        &self,
+        account_id: i64,
+        nonce: &str,
+        opaque: &str,
+        ip: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "INSERT INTO digest_nonces (account_id, opaque, nonce, ip, nc, created_at) ",
+                "VALUES ($1, $2, $3, $4, 0, $5)"
+            ))
+            .await?;
+        client
+            .execute(&stmt, &[&account_id, &opaque, &nonce, &ip, &now])
+            .await?;
+        Ok(())
+    }
+
+    async fn check_digest_nonce(
+        &self,
+        account_id: i64,
+        opaque: &str,
+        nonce: &str,
+        ip: &str,
+        nc: i64,
+        not_before: i64,
+    ) -> StoreResult<NonceCheck> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // FOR UPDATE: a concurrent check of the same challenge waits, then reads the nc this
+        // one recorded (or finds the row deleted).
+        let select = tx
+            .prepare_cached(concat!(
+                "SELECT id, nc FROM digest_nonces WHERE opaque = $1 AND account_id = $2 ",
+                "AND nonce = $3 AND ip = $4 AND created_at > $5 FOR UPDATE"
+            ))
+            .await?;
+        let Some(row) = tx
+            .query_opt(&select, &[&opaque, &account_id, &nonce, &ip, &not_before])
+            .await?
+        else {
+            return Ok(NonceCheck::Unknown);
+        };
+        let (id, last_nc): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let outcome = if nc <= last_nc {
+            let delete = tx
+                .prepare_cached("DELETE FROM digest_nonces WHERE id = $1")
+                .await?;
+            tx.execute(&delete, &[&id]).await?;
+            NonceCheck::Replayed
+        } else {
+            let update = tx
+                .prepare_cached("UPDATE digest_nonces SET nc = $2 WHERE id = $1")
+                .await?;
+            tx.execute(&update, &[&id, &nc]).await?;
+            NonceCheck::Accepted
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn purge_expired(&self, auth_tokens_before: i64, nonces_before: i64) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let tokens = tx
+            .prepare_cached("DELETE FROM auth_tokens WHERE created_at <= $1")
+            .await?;
+        let tokens = tx.execute(&tokens, &[&auth_tokens_before]).await?;
+        let nonces = tx
+            .prepare_cached("DELETE FROM digest_nonces WHERE created_at <= $1")
+            .await?;
+        let nonces = tx.execute(&nonces, &[&nonces_before]).await?;
+        tx.commit().await?;
+        Ok(tokens + nonces)
+    }
+}

@@ -1,0 +1,1102 @@
+//! Embedded SQLite backend, the zero-set-up default: one file in the data directory, a small
+//! pool of connections (WAL mode, so readers never block the single writer).
+//!
+//! Every connection gets `busy_timeout`, `journal_mode = WAL` and `foreign_keys = ON` from a
+//! pool post-create hook, so cascades always work. `synchronous` stays at its default (FULL):
+//! a consumed token must stay consumed across a power loss. Writes that must be
+//! atomic run in `BEGIN IMMEDIATE` transactions: the write lock is taken before the first read,
+//! so of several concurrent consumers exactly one sees the row still unused.
+//!
+//! The code is kept statement for statement parallel to [`super::postgres`].
+
+use super::migrations;
+use super::{
+    AccountUpdate, ApiKeyRecord, AuthTokenState, NewAccount, NewApiKey, NonceCheck, Store,
+    StoreError, StoreResult, TokenState,
+};
+use crate::model::{Account, NewPassword, Password, Space, UiFlags};
+use anyhow::Context as _;
+use async_trait::async_trait;
+use deadpool_sqlite::rusqlite::types::Value;
+use deadpool_sqlite::rusqlite::{
+    self, Connection, OptionalExtension, Params, Row, Statement, Transaction, TransactionBehavior,
+    params, params_from_iter,
+};
+use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Per-connection settings. `busy_timeout` comes first so that switching a new database file to
+/// WAL waits for a concurrent opener instead of failing.
+const CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 5000;
+PRAGMA journal_mode = WAL;
+PRAGMA foreign_keys = ON;";
+
+/// How long a caller waits for a free pooled connection before the request fails.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// Columns of `spaces`, in the order [`space_from_row`] documents.
+macro_rules! space_columns {
+    () => {
+        "id, domain, host, name, super_space, realm, password_algorithm, base_rc, custom_entries, \
+         overwrite_all, ui_super, ui_disable_chat_feature, ui_disable_meetings_feature, \
+         ui_disable_broadcast_feature, ui_hide_settings, ui_hide_account_settings, \
+         ui_disable_call_recordings_feature, ui_only_display_sip_uri_username, \
+         ui_assistant_hide_create_account, ui_assistant_disable_qr_code, \
+         ui_assistant_hide_third_party_account, ui_max_account, vcard_list_url, public_url, \
+         token_lifetime_minutes, header_mode, hook_failure, max_accounts"
+    };
+}
+
+/// Columns of `accounts` read by [`account_from_row`].
+macro_rules! account_columns {
+    () => {
+        "id, username, domain, email, display_name, phone, activated, blocked, admin, \
+         dtmf_protocol, ip_address, user_agent, created_at, updated_at"
+    };
+}
+
+/// The SQLite store: a pool of connections to one database file.
+pub struct SqliteStore {
+    /// Connections, each initialised with [`CONNECTION_PRAGMAS`].
+    pool: Pool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and its parent directory, and
+    /// checks that a connection works, so a bad path fails at start-up.
+    pub async fn open(path: &Path, pool_size: usize) -> anyhow::Result<SqliteStore> {
+        let shown = path.to_string_lossy();
+        if shown.contains("://") {
+            anyhow::bail!(
+                "unsupported database URL {shown:?} (expected postgres://…, sqlite://PATH or a path)"
+            );
+        }
+        if shown.starts_with(":memory:") {
+            // Every pooled connection would get its own, different, empty database.
+            anyhow::bail!("in-memory SQLite is not supported; give a file path");
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        }
+        let pool = Config::new(path)
+            .builder(Runtime::Tokio1)?
+            .max_size(pool_size.max(1))
+            .wait_timeout(Some(POOL_WAIT))
+            .post_create(Hook::async_fn(|conn, _| {
+                Box::pin(async move {
+                    conn.interact(|c| c.execute_batch(CONNECTION_PRAGMAS))
+                        .await
+                        .map_err(|e| HookError::message(e.to_string()))?
+                        .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .context("cannot build the SQLite connection pool")?;
+        let store = SqliteStore { pool };
+        store
+            .ping()
+            .await
+            .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+        Ok(store)
+    }
+
+    /// Runs `f` on a pooled connection, on a blocking thread.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Backend(format!("sqlite pool: {e}")))?;
+        conn.interact(f)
+            .await
+            .map_err(|e| StoreError::Backend(format!("sqlite connection task: {e}")))?
+    }
+}
+
+/// Maps SQLite errors: unique violations become a client-safe `Conflict`, foreign-key
+/// violations `NotFound` (the referenced row is missing), anything else `Backend`. SQLite's
+/// messages name tables and columns, never bound values, so no secret can leak into them.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(code, message) = &e {
+            match code.extended_code {
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                    return StoreError::Conflict(conflict_message(
+                        message.as_deref().unwrap_or(""),
+                    ));
+                }
+                rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => return StoreError::NotFound,
+                _ => {}
+            }
+        }
+        StoreError::Backend(format!("sqlite: {e}"))
+    }
+}
+
+/// Names what clashed, from SQLite's "UNIQUE constraint failed: table.column, …" message.
+fn conflict_message(message: &str) -> String {
+    let target = message
+        .strip_prefix("UNIQUE constraint failed: ")
+        .unwrap_or(message);
+    let what = match target {
+        "spaces.domain" => "space domain",
+        "spaces.host" => "space host",
+        "spaces.name" => "space name",
+        "accounts.username, accounts.domain" => "account",
+        "passwords.account_id, passwords.algorithm" => "password for this algorithm",
+        "account_dictionary.account_id, account_dictionary.key" => "dictionary key",
+        "provisioning_tokens.token_hash" => "provisioning token",
+        "auth_tokens.token_hash" => "auth token",
+        "api_keys.key_hash" => "api key",
+        "api_keys.account_id" => "user api key",
+        "digest_nonces.opaque" => "digest challenge",
+        _ => "record",
+    };
+    format!("{what} already exists")
+}
+
+/// Starts a transaction that takes the write lock immediately (see the module doc).
+fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+/// Runs a query expected to return at most one row and maps it.
+fn query_opt<T>(
+    stmt: &mut Statement<'_>,
+    params: impl Params,
+    map: impl FnOnce(&Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    let mut rows = stmt.query(params)?;
+    match rows.next()? {
+        Some(row) => Ok(Some(map(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// Runs a query and maps every row.
+fn query_all<T>(
+    stmt: &mut Statement<'_>,
+    params: impl Params,
+    mut map: impl FnMut(&Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+/// Parses a text column holding one of the model's enums.
+fn parse_column<T: std::str::FromStr<Err = String>>(row: &Row<'_>, column: &str) -> StoreResult<T> {
+    let text: String = row.get(column)?;
+    text.parse()
+        .map_err(|e: String| StoreError::Backend(format!("column {column}: {e}")))
+}
+
+/// Builds a space from a row of [`space_columns!`].
+fn space_from_row(row: &Row<'_>) -> StoreResult<Space> {
+    Ok(Space {
+        id: row.get("id")?,
+        domain: row.get("domain")?,
+        host: row.get("host")?,
+        name: row.get("name")?,
+        super_space: row.get("super_space")?,
+        realm: row.get("realm")?,
+        password_algorithm: parse_column(row, "password_algorithm")?,
+        base_rc: row.get("base_rc")?,
+        custom_entries: row.get("custom_entries")?,
+        overwrite_all: row.get("overwrite_all")?,
+        ui: UiFlags {
+            super_space: row.get("ui_super")?,
+            disable_chat_feature: row.get("ui_disable_chat_feature")?,
+            disable_meetings_feature: row.get("ui_disable_meetings_feature")?,
+            disable_broadcast_feature: row.get("ui_disable_broadcast_feature")?,
+            hide_settings: row.get("ui_hide_settings")?,
+            hide_account_settings: row.get("ui_hide_account_settings")?,
+            disable_call_recordings_feature: row.get("ui_disable_call_recordings_feature")?,
+            only_display_sip_uri_username: row.get("ui_only_display_sip_uri_username")?,
+            assistant_hide_create_account: row.get("ui_assistant_hide_create_account")?,
+            assistant_disable_qr_code: row.get("ui_assistant_disable_qr_code")?,
+            assistant_hide_third_party_account: row.get("ui_assistant_hide_third_party_account")?,
+            max_account: row.get("ui_max_account")?,
+        },
+        vcard_list_url: row.get("vcard_list_url")?,
+        public_url: row.get("public_url")?,
+        token_lifetime_minutes: row.get("token_lifetime_minutes")?,
+        header_mode: parse_column(row, "header_mode")?,
+        hook_failure: parse_column(row, "hook_failure")?,
+        max_accounts: row.get("max_accounts")?,
+    })
+}
+
+/// The 27 settings of a space as `?1..?27`, in [`space_columns!`] order without `id`
+/// (`?1` is the domain, the key of an update).
+fn space_values(s: &Space) -> Vec<Value> {
+    vec![
+        s.domain.clone().into(),
+        s.host.clone().into(),
+        s.name.clone().into(),
+        s.super_space.into(),
+        s.realm.clone().into(),
+        s.password_algorithm.as_str().to_string().into(),
+        s.base_rc.clone().into(),
+        s.custom_entries.clone().into(),
+        s.overwrite_all.into(),
+        s.ui.super_space.into(),
+        s.ui.disable_chat_feature.into(),
+        s.ui.disable_meetings_feature.into(),
+        s.ui.disable_broadcast_feature.into(),
+        s.ui.hide_settings.into(),
+        s.ui.hide_account_settings.into(),
+        s.ui.disable_call_recordings_feature.into(),
+        s.ui.only_display_sip_uri_username.into(),
+        s.ui.assistant_hide_create_account.into(),
+        s.ui.assistant_disable_qr_code.into(),
+        s.ui.assistant_hide_third_party_account.into(),
+        s.ui.max_account.into(),
+        s.vcard_list_url.clone().into(),
+        s.public_url.clone().into(),
+        s.token_lifetime_minutes.into(),
+        s.header_mode.as_str().to_string().into(),
+        s.hook_failure.as_str().to_string().into(),
+        s.max_accounts.into(),
+    ]
+}
+
+/// Builds an account (without its dictionary) from a row of [`account_columns!`].
+fn account_from_row(row: &Row<'_>) -> StoreResult<Account> {
+    Ok(Account {
+        id: row.get("id")?,
+        username: row.get("username")?,
+        domain: row.get("domain")?,
+        email: row.get("email")?,
+        display_name: row.get("display_name")?,
+        phone: row.get("phone")?,
+        activated: row.get("activated")?,
+        blocked: row.get("blocked")?,
+        admin: row.get("admin")?,
+        dtmf_protocol: row.get("dtmf_protocol")?,
+        ip_address: row.get("ip_address")?,
+        user_agent: row.get("user_agent")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        dictionary: BTreeMap::new(),
+    })
+}
+
+/// Reads one account's dictionary.
+fn load_dictionary(conn: &Connection, account_id: i64) -> StoreResult<BTreeMap<String, String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, value FROM account_dictionary WHERE account_id = ?1 ORDER BY key",
+    )?;
+    let pairs = query_all(&mut stmt, [account_id], |row| {
+        Ok((row.get("key")?, row.get("value")?))
+    })?;
+    Ok(pairs.into_iter().collect())
+}
+
+/// Replaces one account's dictionary (inside the caller's transaction).
+fn write_dictionary(
+    tx: &Transaction<'_>,
+    account_id: i64,
+    dictionary: &BTreeMap<String, String>,
+) -> StoreResult<()> {
+    tx.prepare_cached("DELETE FROM account_dictionary WHERE account_id = ?1")?
+        .execute([account_id])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO account_dictionary (account_id, key, value) VALUES (?1, ?2, ?3)",
+    )?;
+    for (key, value) in dictionary {
+        insert.execute(params![account_id, key, value])?;
+    }
+    Ok(())
+}
+
+/// Replaces one account's passwords (inside the caller's transaction).
+fn write_passwords(
+    tx: &Transaction<'_>,
+    account_id: i64,
+    passwords: &[NewPassword],
+) -> StoreResult<()> {
+    tx.prepare_cached("DELETE FROM passwords WHERE account_id = ?1")?
+        .execute([account_id])?;
+    let mut insert = tx
+        .prepare_cached("INSERT INTO passwords (account_id, algorithm, ha1) VALUES (?1, ?2, ?3)")?;
+    for password in passwords {
+        insert.execute(params![
+            account_id,
+            password.algorithm.as_str(),
+            password.ha1
+        ])?;
+    }
+    Ok(())
+}
+
+/// Reads an account with its dictionary.
+fn load_account(conn: &Connection, id: i64) -> StoreResult<Option<Account>> {
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts WHERE id = ?1"
+    ))?;
+    let Some(mut account) = query_opt(&mut stmt, [id], account_from_row)? else {
+        return Ok(None);
+    };
+    account.dictionary = load_dictionary(conn, account.id)?;
+    Ok(Some(account))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> StoreResult<Vec<String>> {
+        self.run(|c| Ok(migrations::apply_sqlite(c)?)).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.run(|c| {
+            c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- spaces ---------------------------------------------------------------------------
+
+    async fn create_space(&self, space: &Space) -> StoreResult<Space> {
+        let values = space_values(space);
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "INSERT INTO spaces (",
+                "domain, host, name, super_space, realm, password_algorithm, base_rc, ",
+                "custom_entries, overwrite_all, ui_super, ui_disable_chat_feature, ",
+                "ui_disable_meetings_feature, ui_disable_broadcast_feature, ui_hide_settings, ",
+                "ui_hide_account_settings, ui_disable_call_recordings_feature, ",
+                "ui_only_display_sip_uri_username, ui_assistant_hide_create_account, ",
+                "ui_assistant_disable_qr_code, ui_assistant_hide_third_party_account, ",
+                "ui_max_account, vcard_list_url, public_url, token_lifetime_minutes, ",
+                "header_mode, hook_failure, max_accounts) VALUES (",
+                "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ",
+                "?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27) RETURNING ",
+                space_columns!()
+            ))?;
+            query_opt(&mut stmt, params_from_iter(values), space_from_row)?
+                .ok_or_else(|| StoreError::Backend("insert returned no row".into()))
+        })
+        .await
+    }
+
+    async fn update_space(&self, space: &Space) -> StoreResult<Space> {
+        let values = space_values(space);
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "UPDATE spaces SET host = ?2, name = ?3, super_space = ?4, realm = ?5, ",
+                "password_algorithm = ?6, base_rc = ?7, custom_entries = ?8, overwrite_all = ?9, ",
+                "ui_super = ?10, ui_disable_chat_feature = ?11, ui_disable_meetings_feature = ?12, ",
+                "ui_disable_broadcast_feature = ?13, ui_hide_settings = ?14, ",
+                "ui_hide_account_settings = ?15, ui_disable_call_recordings_feature = ?16, ",
+                "ui_only_display_sip_uri_username = ?17, ui_assistant_hide_create_account = ?18, ",
+                "ui_assistant_disable_qr_code = ?19, ui_assistant_hide_third_party_account = ?20, ",
+                "ui_max_account = ?21, vcard_list_url = ?22, public_url = ?23, ",
+                "token_lifetime_minutes = ?24, header_mode = ?25, hook_failure = ?26, ",
+                "max_accounts = ?27 WHERE domain = ?1 RETURNING ",
+                space_columns!()
+            ))?;
+            query_opt(&mut stmt, params_from_iter(values), space_from_row)?
+                .ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn delete_space(&self, domain: &str) -> StoreResult<bool> {
+        let domain = domain.to_string();
+        self.run(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM spaces WHERE domain = ?1")?
+                .execute([domain])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn space_by_domain(&self, domain: &str) -> StoreResult<Option<Space>> {
+        let domain = domain.to_string();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT ",
+                space_columns!(),
+                " FROM spaces WHERE domain = ?1"
+            ))?;
+            query_opt(&mut stmt, [domain], space_from_row)
+        })
+        .await
+    }
+
+    async fn space_by_host(&self, host: &str) -> StoreResult<Option<Space>> {
+        let host = host.to_string();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT ",
+                space_columns!(),
+                " FROM spaces WHERE host = ?1"
+            ))?;
+            query_opt(&mut stmt, [host], space_from_row)
+        })
+        .await
+    }
+
+    async fn list_spaces(&self) -> StoreResult<Vec<Space>> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT ",
+                space_columns!(),
+                " FROM spaces ORDER BY domain"
+            ))?;
+            query_all(&mut stmt, [], space_from_row)
+        })
+        .await
+    }
+
+    // ---- accounts -------------------------------------------------------------------------
+
+    async fn create_account(&self, new: &NewAccount, now: i64) -> StoreResult<Account> {
+        let new = new.clone();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let space_exists = tx
+                .prepare_cached("SELECT 1 FROM spaces WHERE domain = ?1")?
+                .query_row([&new.domain], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !space_exists {
+                return Err(StoreError::NotFound);
+            }
+            let mut insert = tx.prepare_cached(concat!(
+                "INSERT INTO accounts (username, domain, email, display_name, phone, activated, ",
+                "blocked, admin, dtmf_protocol, ip_address, user_agent, created_at, updated_at) ",
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?11) RETURNING ",
+                account_columns!()
+            ))?;
+            let params = params![
+                new.username,
+                new.domain,
+                new.email,
+                new.display_name,
+                new.phone,
+                new.activated,
+                new.admin,
+                new.dtmf_protocol,
+                new.ip_address,
+                new.user_agent,
+                now,
+            ];
+            let mut account = query_opt(&mut insert, params, account_from_row)?
+                .ok_or_else(|| StoreError::Backend("insert returned no row".into()))?;
+            drop(insert);
+            // Checked after the insert (as in the PostgreSQL backend, where the insert waits
+            // for a concurrent delete of the same identity, whose tombstone is then visible).
+            let tombstoned = tx
+                .prepare_cached(
+                    "SELECT 1 FROM accounts_tombstones WHERE username = ?1 AND domain = ?2",
+                )?
+                .query_row([&new.username, &new.domain], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if tombstoned {
+                return Err(StoreError::Conflict("account already exists".into()));
+            }
+            write_dictionary(&tx, account.id, &new.dictionary)?;
+            write_passwords(&tx, account.id, &new.passwords)?;
+            tx.commit()?;
+            account.dictionary = new.dictionary;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn account(&self, id: i64) -> StoreResult<Option<Account>> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let account = load_account(&tx, id)?;
+            tx.commit()?;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn account_by_identity(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> StoreResult<Option<Account>> {
+        let (username, domain) = (username.to_string(), domain.to_string());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut stmt = tx.prepare_cached(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE username = ?1 AND domain = ?2"
+            ))?;
+            let found = query_opt(&mut stmt, [username, domain], account_from_row)?;
+            drop(stmt);
+            let account = match found {
+                Some(mut account) => {
+                    account.dictionary = load_dictionary(&tx, account.id)?;
+                    Some(account)
+                }
+                None => None,
+            };
+            tx.commit()?;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn list_accounts(
+        &self,
+        domain: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<Account>, i64)> {
+        let domain = domain.map(str::to_string);
+        let (offset, limit) = (offset.max(0), limit.max(0));
+        self.run(move |c| {
+            // One read transaction, so the page and the total come from the same snapshot.
+            let tx = c.transaction()?;
+            let mut page = tx.prepare_cached(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE (?1 IS NULL OR domain = ?1) ORDER BY id LIMIT ?2 OFFSET ?3"
+            ))?;
+            let mut accounts =
+                query_all(&mut page, params![domain, limit, offset], account_from_row)?;
+            drop(page);
+            let total: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM accounts WHERE (?1 IS NULL OR domain = ?1)")?
+                .query_row([&domain], |row| row.get(0))?;
+            for account in &mut accounts {
+                account.dictionary = load_dictionary(&tx, account.id)?;
+            }
+            tx.commit()?;
+            Ok((accounts, total))
+        })
+        .await
+    }
+
+    async fn update_account(
+        &self,
+        id: i64,
+        update: &AccountUpdate,
+        now: i64,
+    ) -> StoreResult<Option<Account>> {
+        let update = update.clone();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let Some(mut account) = load_account(&tx, id)? else {
+                return Ok(None);
+            };
+            apply_account_update(&mut account, update, now);
+            tx.prepare_cached(concat!(
+                "UPDATE accounts SET email = ?2, display_name = ?3, phone = ?4, ",
+                "dtmf_protocol = ?5, activated = ?6, blocked = ?7, admin = ?8, updated_at = ?9 ",
+                "WHERE id = ?1"
+            ))?
+            .execute(params![
+                id,
+                account.email,
+                account.display_name,
+                account.phone,
+                account.dtmf_protocol,
+                account.activated,
+                account.blocked,
+                account.admin,
+                account.updated_at,
+            ])?;
+            write_dictionary(&tx, id, &account.dictionary)?;
+            tx.commit()?;
+            Ok(Some(account))
+        })
+        .await
+    }
+
+    async fn delete_account(&self, id: i64, now: i64) -> StoreResult<bool> {
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let identity: Option<(String, String)> = tx
+                .prepare_cached("DELETE FROM accounts WHERE id = ?1 RETURNING username, domain")?
+                .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            let Some((username, domain)) = identity else {
+                return Ok(false);
+            };
+            tx.prepare_cached(concat!(
+                "INSERT INTO accounts_tombstones (username, domain, created_at) ",
+                "VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"
+            ))?
+            .execute(params![username, domain, now])?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn passwords(&self, account_id: i64) -> StoreResult<Vec<Password>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, account_id, algorithm, ha1 FROM passwords WHERE account_id = ?1 ORDER BY id",
+            )?;
+            query_all(&mut stmt, [account_id], |row| {
+                Ok(Password {
+                    id: row.get("id")?,
+                    account_id: row.get("account_id")?,
+                    algorithm: parse_column(row, "algorithm")?,
+                    ha1: row.get("ha1")?,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn replace_passwords(
+        &self,
+        account_id: i64,
+        passwords: &[NewPassword],
+    ) -> StoreResult<()> {
+        let passwords = passwords.to_vec();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?
+                .query_row([account_id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NotFound);
+            }
+            write_passwords(&tx, account_id, &passwords)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    // ---- provisioning tokens ----------------------------------------------------------------
+
+    async fn create_provisioning_token(
+        &self,
+        account_id: i64,
+        token_hash: &[u8],
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> StoreResult<()> {
+        let token_hash = token_hash.to_vec();
+        self.run(move |c| {
+            c.prepare_cached(concat!(
+                "INSERT INTO provisioning_tokens (account_id, token_hash, created_at, expires_at) ",
+                "VALUES (?1, ?2, ?3, ?4)"
+            ))?
+            .execute(params![account_id, token_hash, now, expires_at])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn provisioning_token(&self, token_hash: &[u8]) -> StoreResult<Option<TokenState>> {
+        let token_hash = token_hash.to_vec();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT t.account_id, t.created_at, t.expires_at, t.used_at IS NOT NULL AS used, ",
+                "COALESCE(t.used_at IS NULL AND t.id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
+                "WHERE o.account_id = t.account_id AND o.used_at IS NULL), 0) AS current ",
+                "FROM provisioning_tokens t WHERE t.token_hash = ?1"
+            ))?;
+            query_opt(&mut stmt, [token_hash], |row| {
+                Ok(TokenState {
+                    account_id: row.get("account_id")?,
+                    created_at: row.get("created_at")?,
+                    expires_at: row.get("expires_at")?,
+                    used: row.get("used")?,
+                    current: row.get("current")?,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn consume_provisioning_token(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        reset: Option<&NewPassword>,
+    ) -> StoreResult<Option<i64>> {
+        let token_hash = token_hash.to_vec();
+        let reset = reset.cloned();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            // Unused, current (the account's unused token with the highest id) and, when it
+            // expires, not yet at its expiry instant.
+            let account_id: Option<i64> = tx
+                .prepare_cached(concat!(
+                    "UPDATE provisioning_tokens SET used_at = ?2 ",
+                    "WHERE token_hash = ?1 AND used_at IS NULL ",
+                    "AND (expires_at IS NULL OR expires_at > ?2) ",
+                    "AND id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
+                    "WHERE o.account_id = provisioning_tokens.account_id AND o.used_at IS NULL) ",
+                    "RETURNING account_id"
+                ))?
+                .query_row(params![token_hash, now], |row| row.get(0))
+                .optional()?;
+            let Some(account_id) = account_id else {
+                return Ok(None);
+            };
+            tx.prepare_cached("UPDATE accounts SET activated = 1, updated_at = ?2 WHERE id = ?1")?
+                .execute(params![account_id, now])?;
+            if let Some(password) = reset {
+                write_passwords(&tx, account_id, &[password])?;
+            }
+            tx.commit()?;
+            Ok(Some(account_id))
+        })
+        .await
+    }
+
+    // ---- auth tokens (QR login) -----------------------------------------------------------
+
+    async fn create_auth_token(
+        &self,
+        token_hash: &[u8],
+        ip: Option<&str>,
+        user_agent: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        let token_hash = token_hash.to_vec();
+        let (ip, user_agent) = (ip.map(str::to_string), user_agent.map(str::to_string));
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO auth_tokens (token_hash, ip, user_agent, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![token_hash, ip, user_agent, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn auth_token(
+        &self,
+        token_hash: &[u8],
+        not_before: i64,
+    ) -> StoreResult<Option<AuthTokenState>> {
+        let token_hash = token_hash.to_vec();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT account_id, created_at FROM auth_tokens WHERE token_hash = ?1 AND created_at > ?2",
+            )?;
+            query_opt(&mut stmt, params![token_hash, not_before], |row| {
+                Ok(AuthTokenState {
+                    account_id: row.get("account_id")?,
+                    created_at: row.get("created_at")?,
+                })
+            })
+        })
+        .await
+    }
+
+    async fn attach_auth_token(
+        &self,
+        token_hash: &[u8],
+        account_id: i64,
+        not_before: i64,
+    ) -> StoreResult<bool> {
+        let token_hash = token_hash.to_vec();
+        self.run(move |c| {
+            let n = c
+                .prepare_cached(concat!(
+                    "UPDATE auth_tokens SET account_id = ?2 ",
+                    "WHERE token_hash = ?1 AND account_id IS NULL AND created_at > ?3"
+                ))?
+                .execute(params![token_hash, account_id, not_before])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn consume_auth_token(
+        &self,
+        token_hash: &[u8],
+        not_before: i64,
+        reset: Option<&NewPassword>,
+    ) -> StoreResult<Option<i64>> {
+        let token_hash = token_hash.to_vec();
+        let reset = reset.cloned();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let account_id: Option<i64> = tx
+                .prepare_cached(concat!(
+                    "DELETE FROM auth_tokens ",
+                    "WHERE token_hash = ?1 AND account_id IS NOT NULL AND created_at > ?2 ",
+                    "RETURNING account_id"
+                ))?
+                .query_row(params![token_hash, not_before], |row| row.get(0))
+                .optional()?;
+            let Some(account_id) = account_id else {
+                return Ok(None);
+            };
+            if let Some(password) = reset {
+                write_passwords(&tx, account_id, &[password])?;
+            }
+            tx.commit()?;
+            Ok(Some(account_id))
+        })
+        .await
+    }
+
+    // ---- API keys -------------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: &NewApiKey, now: i64) -> StoreResult<i64> {
+        let key = key.clone();
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?
+                .query_row([key.account_id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NotFound);
+            }
+            if key.expires_after_minutes.is_none() {
+                tx.prepare_cached(
+                    "DELETE FROM api_keys WHERE account_id = ?1 AND expires_after_minutes IS NULL",
+                )?
+                .execute([key.account_id])?;
+            }
+            let id: i64 = tx
+                .prepare_cached(concat!(
+                    "INSERT INTO api_keys (account_id, key_hash, name, ip, expires_after_minutes, ",
+                    "created_at, last_used_at, requests) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 0) ",
+                    "RETURNING id"
+                ))?
+                .query_row(
+                    params![
+                        key.account_id,
+                        key.key_hash,
+                        key.name,
+                        key.ip,
+                        key.expires_after_minutes,
+                        now
+                    ],
+                    |row| row.get(0),
+                )?;
+            tx.commit()?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn authenticate_api_key(
+        &self,
+        key_hash: &[u8],
+        ip: Option<&str>,
+        now: i64,
+        user_key_ttl_minutes: i64,
+    ) -> StoreResult<Option<i64>> {
+        let key_hash = key_hash.to_vec();
+        let ip = ip.map(str::to_string);
+        self.run(move |c| {
+            // One statement: the check and the use record cannot be separated. A key dies at
+            // last use + its lifetime (user keys: the server-wide TTL; admin keys: their own).
+            let account_id = c
+                .prepare_cached(concat!(
+                    "UPDATE api_keys SET last_used_at = ?3, requests = requests + 1 ",
+                    "WHERE key_hash = ?1 AND (ip IS NULL OR ip = ?2) AND CASE ",
+                    "WHEN expires_after_minutes IS NULL ",
+                    "THEN ?4 = 0 OR last_used_at + ?4 * 60000 > ?3 ",
+                    "ELSE expires_after_minutes = 0 OR last_used_at + expires_after_minutes * 60000 > ?3 ",
+                    "END RETURNING account_id"
+                ))?
+                .query_row(params![key_hash, ip, now, user_key_ttl_minutes], |row| row.get(0))
+                .optional()?;
+            Ok(account_id)
+        })
+        .await
+    }
+
+    async fn api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT id, account_id, name, ip, expires_after_minutes, last_used_at, requests ",
+                "FROM api_keys WHERE account_id = ?1 ORDER BY id"
+            ))?;
+            query_all(&mut stmt, [account_id], |row| {
+                Ok(ApiKeyRecord {
+                    id: row.get("id")?,
+                    account_id: row.get("account_id")?,
+                    name: row.get("name")?,
+                    ip: row.get("ip")?,
+                    expires_after_minutes: row.get("expires_after_minutes")?,
+                    last_used_at: row.get("last_used_at")?,
+                    requests: row.get("requests")?,
+                })
+            })
+        })
+        .await
+    }
+
+    // ---- Digest challenges ----------------------------------------------------------------
+
+    async fn create_digest_nonce(
+        &self,
+        account_id: i64,
+        nonce: &str,
+        opaque: &str,
+        ip: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        let (nonce, opaque, ip) = (nonce.to_string(), opaque.to_string(), ip.to_string());
+        self.run(move |c| {
+            c.prepare_cached(concat!(
+                "INSERT INTO digest_nonces (account_id, opaque, nonce, ip, nc, created_at) ",
+                "VALUES (?1, ?2, ?3, ?4, 0, ?5)"
+            ))?
+            .execute(params![account_id, opaque, nonce, ip, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn check_digest_nonce(
+        &self,
+        account_id: i64,
+        opaque: &str,
+        nonce: &str,
+        ip: &str,
+        nc: i64,
+        not_before: i64,
+    ) -> StoreResult<NonceCheck> {
+        let (opaque, nonce, ip) = (opaque.to_string(), nonce.to_string(), ip.to_string());
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let found: Option<(i64, i64)> = tx
+                .prepare_cached(concat!(
+                    "SELECT id, nc FROM digest_nonces WHERE opaque = ?1 AND account_id = ?2 ",
+                    "AND nonce = ?3 AND ip = ?4 AND created_at > ?5"
+                ))?
+                .query_row(params![opaque, account_id, nonce, ip, not_before], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let Some((id, last_nc)) = found else {
+                return Ok(NonceCheck::Unknown);
+            };
+            let outcome = if nc <= last_nc {
+                tx.prepare_cached("DELETE FROM digest_nonces WHERE id = ?1")?
+                    .execute([id])?;
+                NonceCheck::Replayed
+            } else {
+                tx.prepare_cached("UPDATE digest_nonces SET nc = ?2 WHERE id = ?1")?
+                    .execute([id, nc])?;
+                NonceCheck::Accepted
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, auth_tokens_before: i64, nonces_before: i64) -> StoreResult<u64> {
+        self.run(move |c| {
+            let tx = immediate(c)?;
+            let tokens = tx
+                .prepare_cached("DELETE FROM auth_tokens WHERE created_at <= ?1")?
+                .execute([auth_tokens_before])?;
+            let nonces = tx
+                .prepare_cached("DELETE FROM digest_nonces WHERE created_at <= ?1")?
+                .execute([nonces_before])?;
+            tx.commit()?;
+            Ok(u64::try_from(tokens + nonces).unwrap_or(u64::MAX))
+        })
+        .await
+    }
+}
+
+/// Applies a partial update to an account read in the same transaction; the caller writes the
+/// result back. Shared with [`super::postgres`] so both backends merge updates identically.
+pub(super) fn apply_account_update(account: &mut Account, update: AccountUpdate, now: i64) {
+    if let Some(v) = update.display_name {
+        account.display_name = v;
+    }
+    if let Some(v) = update.email {
+        account.email = v;
+    }
+    if let Some(v) = update.phone {
+        account.phone = v;
+    }
+    if let Some(v) = update.dtmf_protocol {
+        account.dtmf_protocol = v;
+    }
+    if let Some(v) = update.activated {
+        account.activated = v;
+    }
+    if let Some(v) = update.blocked {
+        account.blocked = v;
+    }
+    if let Some(v) = update.admin {
+        account.admin = v;
+    }
+    if let Some(v) = update.dictionary {
+        account.dictionary = v;
+    }
+    account.updated_at = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pragmas are per connection, so every pooled connection must have them, not only
+    /// the first one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_pooled_connection_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db").join("x.sqlite3"), 4)
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(store.pool.get().await.unwrap());
+        }
+        for conn in &held {
+            let settings = conn
+                .interact(|c| {
+                    let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+                    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                    let busy: i64 = c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
+                    Ok::<_, rusqlite::Error>((fk, mode, busy))
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(settings, (1, "wal".to_string(), 5000));
+        }
+    }
+
+    /// Mistyped URLs and `:memory:` fail at start instead of creating odd files.
+    #[tokio::test]
+    async fn refuses_urls_and_memory() {
+        for bad in ["mysql://db/x", ":memory:"] {
+            assert!(SqliteStore::open(Path::new(bad), 1).await.is_err(), "{bad}");
+        }
+    }
+}

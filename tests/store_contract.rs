@@ -1,0 +1,1636 @@
+//! The storage contract, written once and run against both backends: every test below is an
+//! `async fn(Db)` over `DynStore`, and `contract_tests!` generates `<name>::sqlite` (a fresh
+//! temp file) and `<name>::postgres` (a fresh schema) for it. Both must pass identically.
+//!
+//! Times are synthetic unix milliseconds around `T0`, so expiry is tested without sleeping.
+
+// Only the PostgreSQL helper is needed here; the rest of `common` drives a whole server.
+#[path = "common/pg.rs"]
+mod pg;
+
+use provisio::model::{Algorithm, HeaderMode, HookFailure, NewPassword, Space, UiFlags};
+use provisio::secret::hash_secret;
+use provisio::store::{
+    self, AccountUpdate, DynStore, NewAccount, NewApiKey, NonceCheck, StoreError, StoreResult,
+    TokenState,
+};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use tokio::task::JoinSet;
+
+/// A fixed "now" for the suite (2023-11-14), in unix milliseconds.
+const T0: i64 = 1_700_000_000_000;
+/// One minute in milliseconds.
+const MINUTE: i64 = 60_000;
+
+/// A fresh, empty database of one backend; `open` may be called several times (several
+/// pools on one database, as several provisio instances would be).
+struct Db {
+    /// What `provisio::store::open` takes.
+    url: String,
+    /// Keeps the SQLite file alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    /// A fresh SQLite file in a new temp dir (in a not-yet-existing subdirectory, so `open`
+    /// must create it).
+    fn sqlite() -> Db {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!(
+            "sqlite://{}",
+            dir.path().join("data").join("provisio.sqlite3").display()
+        );
+        Db {
+            url,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL schema, or `None` (skip) when PostgreSQL is unavailable outside CI.
+    async fn postgres() -> Option<Db> {
+        Some(Db {
+            url: pg::fresh_postgres_url().await?,
+            _dir: None,
+        })
+    }
+
+    /// A new store (its own pool) on this database, not migrated.
+    async fn open(&self) -> DynStore {
+        store::open(&self.url, 8).await.expect("open store")
+    }
+
+    /// A new store on this database with the schema in place.
+    async fn migrated(&self) -> DynStore {
+        let store = self.open().await;
+        store.migrate().await.expect("migrate");
+        store
+    }
+}
+
+/// Generates, for each contract test `name`, `name::sqlite` and `name::postgres`.
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::Db::sqlite()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let Some(db) = super::Db::postgres().await else { return };
+                super::$name(db).await;
+            }
+        }
+    )*};
+}
+
+contract_tests!(
+    migrate_is_idempotent_and_race_free,
+    spaces_crud_conflicts_and_host_lookup,
+    accounts_lifecycle,
+    account_list_pagination,
+    account_delete_tombstone_and_cascade,
+    dictionary_round_trip,
+    passwords_replace,
+    provisioning_token_state_and_current,
+    provisioning_token_expiry,
+    provisioning_token_consume_resets_and_activates,
+    provisioning_token_consumed_once_under_concurrency,
+    auth_token_attach_and_consume,
+    auth_token_consumed_once_under_concurrency,
+    api_keys_user_admin_ip_and_expiry,
+    digest_nonce_checks,
+    digest_nonce_concurrent_same_nc,
+    purge_expired_removes_only_old_rows,
+);
+
+// ---- helpers ------------------------------------------------------------------------------
+
+/// A space with FlexiAPI defaults for `domain`, served on `prov.<domain>`.
+fn space(domain: &str) -> Space {
+    Space::new(domain, &format!("prov.{domain}"))
+}
+
+/// A space with every setting away from its default, so a round trip checks each column.
+fn unusual_space(domain: &str) -> Space {
+    Space {
+        id: 0,
+        domain: domain.to_string(),
+        host: format!("prov.{domain}"),
+        name: format!("Space {domain}"),
+        super_space: true,
+        realm: format!("realm.{domain}"),
+        password_algorithm: Algorithm::Md5,
+        base_rc: Some("[sip]\nsip_port=5061\n".into()),
+        custom_entries: Some("[misc]\nx=1\n".into()),
+        overwrite_all: true,
+        ui: UiFlags {
+            super_space: true,
+            disable_chat_feature: true,
+            disable_meetings_feature: true,
+            disable_broadcast_feature: false,
+            hide_settings: true,
+            hide_account_settings: true,
+            disable_call_recordings_feature: true,
+            only_display_sip_uri_username: true,
+            assistant_hide_create_account: true,
+            assistant_disable_qr_code: true,
+            assistant_hide_third_party_account: true,
+            max_account: 3,
+        },
+        vcard_list_url: Some("https://vcards.example/list".into()),
+        public_url: Some("https://prov.example:8443".into()),
+        token_lifetime_minutes: 10,
+        header_mode: HeaderMode::LinphoneUserAgent,
+        hook_failure: HookFailure::Skip,
+        max_accounts: 42,
+    }
+}
+
+/// A minimal new account `username@domain`.
+fn new_account(username: &str, domain: &str) -> NewAccount {
+    NewAccount {
+        username: username.to_string(),
+        domain: domain.to_string(),
+        ..NewAccount::default()
+    }
+}
+
+/// Creates the space `domain` (if needed) and the account `username@domain`; returns its id.
+async fn account(store: &DynStore, username: &str, domain: &str) -> i64 {
+    if store
+        .space_by_domain(domain)
+        .await
+        .expect("space lookup")
+        .is_none()
+    {
+        store
+            .create_space(&space(domain))
+            .await
+            .expect("create space");
+    }
+    store
+        .create_account(&new_account(username, domain), T0)
+        .await
+        .expect("create account")
+        .id
+}
+
+/// A password of `algorithm` with a recognisable HA1.
+fn password(algorithm: Algorithm, ha1: &str) -> NewPassword {
+    NewPassword {
+        algorithm,
+        ha1: ha1.to_string(),
+    }
+}
+
+/// The (algorithm, ha1) pairs stored for an account.
+async fn stored_passwords(store: &DynStore, account_id: i64) -> Vec<(Algorithm, String)> {
+    store
+        .passwords(account_id)
+        .await
+        .expect("passwords")
+        .into_iter()
+        .map(|p| {
+            assert_eq!(p.account_id, account_id);
+            (p.algorithm, p.ha1)
+        })
+        .collect()
+}
+
+/// Asserts a `Conflict` whose client-safe message mentions `needle`.
+fn assert_conflict<T: Debug>(result: StoreResult<T>, needle: &str) {
+    match result {
+        Err(StoreError::Conflict(message)) => {
+            assert!(
+                message.contains(needle),
+                "conflict {message:?} should mention {needle:?}"
+            )
+        }
+        other => panic!("expected a conflict about {needle}, got {other:?}"),
+    }
+}
+
+/// Asserts `NotFound`.
+fn assert_not_found<T: Debug>(result: StoreResult<T>) {
+    assert!(
+        matches!(result, Err(StoreError::NotFound)),
+        "expected NotFound, got {result:?}"
+    );
+}
+
+// ---- migrations ---------------------------------------------------------------------------
+
+/// Four instances migrating one fresh database together apply each migration exactly once;
+/// migrating again applies nothing.
+async fn migrate_is_idempotent_and_race_free(db: Db) {
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(db.open().await);
+    }
+    let expected: Vec<String> = match stores[0].backend() {
+        "sqlite" => store::migrations::SQLITE,
+        "postgres" => store::migrations::POSTGRES,
+        other => panic!("unknown backend {other}"),
+    }
+    .iter()
+    .map(|(name, _)| name.to_string())
+    .collect();
+    assert!(!expected.is_empty());
+
+    let mut set = JoinSet::new();
+    for store in stores.clone() {
+        set.spawn(async move { store.migrate().await.expect("concurrent migrate") });
+    }
+    let mut applied: Vec<String> = set.join_all().await.into_iter().flatten().collect();
+    applied.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(
+        applied, want,
+        "each migration applied exactly once in total"
+    );
+
+    for store in &stores {
+        assert_eq!(
+            store.migrate().await.expect("migrate again"),
+            Vec::<String>::new()
+        );
+        store.ping().await.expect("ping");
+    }
+    // A brand-new pool sees the schema as complete too.
+    assert!(db.open().await.migrate().await.expect("migrate").is_empty());
+}
+
+// ---- spaces -------------------------------------------------------------------------------
+
+/// Every field round-trips; domain, host and name are each unique; lookups by domain and host;
+/// update replaces everything; delete reports whether it existed.
+async fn spaces_crud_conflicts_and_host_lookup(db: Db) {
+    let store = db.migrated().await;
+
+    let wanted = unusual_space("a.example");
+    let created = store.create_space(&wanted).await.expect("create");
+    assert!(created.id > 0);
+    assert_eq!(
+        created,
+        Space {
+            id: created.id,
+            ..wanted.clone()
+        }
+    );
+    let defaults = store
+        .create_space(&space("b.example"))
+        .await
+        .expect("create b");
+    assert_eq!(
+        defaults,
+        Space {
+            id: defaults.id,
+            ..space("b.example")
+        }
+    );
+    assert_ne!(created.id, defaults.id);
+
+    assert_eq!(
+        store.space_by_domain("a.example").await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        store.space_by_host("prov.a.example").await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(store.space_by_host("a.example").await.unwrap(), None);
+    assert_eq!(store.space_by_domain("prov.a.example").await.unwrap(), None);
+
+    let mut clash = space("a.example");
+    clash.host = "other.host".into();
+    clash.name = "other".into();
+    assert_conflict(store.create_space(&clash).await, "domain");
+    let mut clash = space("c.example");
+    clash.host = "prov.a.example".into();
+    assert_conflict(store.create_space(&clash).await, "host");
+    let mut clash = space("c.example");
+    clash.name = "Space a.example".into();
+    assert_conflict(store.create_space(&clash).await, "name");
+    assert_eq!(
+        store.list_spaces().await.unwrap().len(),
+        2,
+        "failed creates left nothing"
+    );
+
+    let mut changed = space("a.example");
+    changed.host = "new.a.example".into();
+    changed.realm = "new-realm".into();
+    changed.token_lifetime_minutes = 5;
+    let updated = store.update_space(&changed).await.expect("update");
+    assert_eq!(
+        updated,
+        Space {
+            id: created.id,
+            ..changed.clone()
+        }
+    );
+    assert_eq!(store.space_by_host("prov.a.example").await.unwrap(), None);
+    assert_eq!(
+        store.space_by_host("new.a.example").await.unwrap(),
+        Some(updated.clone())
+    );
+
+    let mut steal = space("b.example");
+    steal.host = "new.a.example".into();
+    assert_conflict(store.update_space(&steal).await, "host");
+    assert_not_found(store.update_space(&space("missing.example")).await);
+
+    let domains: Vec<String> = store
+        .list_spaces()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.domain)
+        .collect();
+    assert_eq!(domains, ["a.example", "b.example"]);
+
+    assert!(store.delete_space("a.example").await.unwrap());
+    assert!(!store.delete_space("a.example").await.unwrap());
+    assert_eq!(store.space_by_domain("a.example").await.unwrap(), None);
+    assert_eq!(store.list_spaces().await.unwrap(), vec![defaults]);
+}
+
+// ---- accounts -----------------------------------------------------------------------------
+
+/// Create with every field, read by id and identity, conflicts, partial update.
+async fn accounts_lifecycle(db: Db) {
+    let store = db.migrated().await;
+    assert_not_found(
+        store
+            .create_account(&new_account("alice", "nowhere.example"), T0)
+            .await,
+    );
+    store.create_space(&space("a.example")).await.unwrap();
+    store.create_space(&space("b.example")).await.unwrap();
+
+    let new = NewAccount {
+        username: "alice".into(),
+        domain: "a.example".into(),
+        display_name: Some("Alice A.".into()),
+        email: Some("alice@mail.example".into()),
+        phone: Some("+33100000000".into()),
+        dtmf_protocol: Some("rfc2833".into()),
+        activated: false,
+        admin: true,
+        ip_address: Some("192.0.2.1".into()),
+        user_agent: Some("Linphone/5.3".into()),
+        dictionary: BTreeMap::from([("team".into(), "blue".into())]),
+        passwords: vec![
+            password(Algorithm::Md5, "md5ha1"),
+            password(Algorithm::Sha256, "sha256ha1"),
+        ],
+    };
+    let alice = store.create_account(&new, T0).await.expect("create");
+    assert!(alice.id > 0);
+    assert_eq!(
+        (alice.username.as_str(), alice.domain.as_str()),
+        ("alice", "a.example")
+    );
+    assert_eq!(alice.display_name.as_deref(), Some("Alice A."));
+    assert_eq!(alice.email.as_deref(), Some("alice@mail.example"));
+    assert_eq!(alice.phone.as_deref(), Some("+33100000000"));
+    assert_eq!(alice.dtmf_protocol.as_deref(), Some("rfc2833"));
+    assert_eq!(alice.ip_address.as_deref(), Some("192.0.2.1"));
+    assert_eq!(alice.user_agent.as_deref(), Some("Linphone/5.3"));
+    assert!(!alice.activated && !alice.blocked && alice.admin);
+    assert_eq!((alice.created_at, alice.updated_at), (T0, T0));
+    assert_eq!(alice.dictionary, new.dictionary);
+    assert_eq!(
+        stored_passwords(&store, alice.id).await,
+        vec![
+            (Algorithm::Md5, "md5ha1".to_string()),
+            (Algorithm::Sha256, "sha256ha1".to_string())
+        ]
+    );
+
+    assert_eq!(store.account(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(
+        store
+            .account_by_identity("alice", "a.example")
+            .await
+            .unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store
+            .account_by_identity("alice", "b.example")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.account(alice.id + 1000).await.unwrap(), None);
+
+    assert_conflict(
+        store
+            .create_account(&new_account("alice", "a.example"), T0)
+            .await,
+        "account",
+    );
+    let other = store
+        .create_account(&new_account("alice", "b.example"), T0)
+        .await
+        .expect("same user, other domain");
+    assert_ne!(other.id, alice.id);
+    assert!(!other.admin && other.dictionary.is_empty());
+    assert!(stored_passwords(&store, other.id).await.is_empty());
+
+    let update = AccountUpdate {
+        display_name: Some(Some("Alice B.".into())),
+        email: Some(None),
+        blocked: Some(true),
+        activated: Some(true),
+        ..AccountUpdate::default()
+    };
+    let updated = store
+        .update_account(alice.id, &update, T0 + 5)
+        .await
+        .unwrap()
+        .expect("exists");
+    assert_eq!(updated.display_name.as_deref(), Some("Alice B."));
+    assert_eq!(updated.email, None);
+    assert!(updated.blocked && updated.activated && updated.admin);
+    assert_eq!(updated.phone, alice.phone, "untouched field kept");
+    assert_eq!(
+        updated.dictionary, alice.dictionary,
+        "dictionary kept when not in the update"
+    );
+    assert_eq!((updated.created_at, updated.updated_at), (T0, T0 + 5));
+    assert_eq!(
+        store.account(alice.id).await.unwrap(),
+        Some(updated.clone())
+    );
+    assert_eq!(
+        stored_passwords(&store, alice.id).await.len(),
+        2,
+        "update leaves passwords"
+    );
+
+    assert_eq!(
+        store
+            .update_account(alice.id + 1000, &update, T0)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Pages by id, optionally per domain, with the total count; dictionaries come along.
+async fn account_list_pagination(db: Db) {
+    let store = db.migrated().await;
+    let mut a_ids = Vec::new();
+    for i in 0..5 {
+        a_ids.push(account(&store, &format!("user{i}"), "a.example").await);
+    }
+    let b_ids = [
+        account(&store, "bob", "b.example").await,
+        account(&store, "carol", "b.example").await,
+    ];
+    let mut dictionary = BTreeMap::new();
+    dictionary.insert("k".to_string(), "v".to_string());
+    store
+        .update_account(
+            a_ids[1],
+            &AccountUpdate {
+                dictionary: Some(dictionary.clone()),
+                ..Default::default()
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+
+    let ids =
+        |accounts: &[provisio::model::Account]| accounts.iter().map(|a| a.id).collect::<Vec<_>>();
+
+    let (page, total) = store.list_accounts(Some("a.example"), 0, 2).await.unwrap();
+    assert_eq!((ids(&page), total), (a_ids[0..2].to_vec(), 5));
+    assert_eq!(page[1].dictionary, dictionary);
+    let (page, total) = store.list_accounts(Some("a.example"), 2, 2).await.unwrap();
+    assert_eq!((ids(&page), total), (a_ids[2..4].to_vec(), 5));
+    let (page, total) = store.list_accounts(Some("a.example"), 4, 10).await.unwrap();
+    assert_eq!((ids(&page), total), (a_ids[4..].to_vec(), 5));
+    let (page, total) = store
+        .list_accounts(Some("a.example"), 50, 10)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (0, 5));
+
+    let (page, total) = store.list_accounts(Some("b.example"), 0, 10).await.unwrap();
+    assert_eq!((ids(&page), total), (b_ids.to_vec(), 2));
+    let (page, total) = store.list_accounts(None, 0, 100).await.unwrap();
+    let mut all = a_ids.clone();
+    all.extend(b_ids);
+    assert_eq!((ids(&page), total), (all, 7));
+    assert_eq!(
+        page.iter().find(|a| a.id == a_ids[1]).unwrap().dictionary,
+        dictionary
+    );
+    let (page, total) = store
+        .list_accounts(Some("none.example"), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (0, 0));
+}
+
+/// Delete cascades to everything the account owns, writes a tombstone that blocks the identity
+/// forever, and deleting a space deletes its accounts.
+async fn account_delete_tombstone_and_cascade(db: Db) {
+    let store = db.migrated().await;
+    let id = account(&store, "alice", "a.example").await;
+    store
+        .replace_passwords(id, &[password(Algorithm::Md5, "h")])
+        .await
+        .unwrap();
+    store
+        .create_provisioning_token(id, &hash_secret("ptoken"), T0, None)
+        .await
+        .unwrap();
+    store
+        .create_auth_token(&hash_secret("atoken"), None, None, T0)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .attach_auth_token(&hash_secret("atoken"), id, T0 - 1)
+            .await
+            .unwrap()
+    );
+    store
+        .create_api_key(
+            &NewApiKey {
+                account_id: id,
+                key_hash: hash_secret("key"),
+                name: None,
+                ip: None,
+                expires_after_minutes: None,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    store
+        .create_digest_nonce(id, "nonce", "opaque", "192.0.2.1", T0)
+        .await
+        .unwrap();
+
+    assert!(store.delete_account(id, T0 + 1).await.unwrap());
+    assert!(
+        !store.delete_account(id, T0 + 2).await.unwrap(),
+        "second delete finds nothing"
+    );
+    assert_eq!(store.account(id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .account_by_identity("alice", "a.example")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.passwords(id).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .provisioning_token(&hash_secret("ptoken"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.auth_token(&hash_secret("atoken"), 0).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .authenticate_api_key(&hash_secret("key"), None, T0, 0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.api_keys(id).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .check_digest_nonce(id, "opaque", "nonce", "192.0.2.1", 1, 0)
+            .await
+            .unwrap(),
+        NonceCheck::Unknown
+    );
+    // The secrets are free again (the rows are really gone), but the identity is not.
+    store
+        .create_digest_nonce(
+            account(&store, "bob", "a.example").await,
+            "n",
+            "opaque",
+            "ip",
+            T0,
+        )
+        .await
+        .unwrap();
+
+    assert_conflict(
+        store
+            .create_account(&new_account("alice", "a.example"), T0 + 3)
+            .await,
+        "account",
+    );
+    assert_conflict(
+        store
+            .create_account(&new_account("alice", "a.example"), T0 + 4)
+            .await,
+        "account",
+    );
+    assert_eq!(
+        store
+            .account_by_identity("alice", "a.example")
+            .await
+            .unwrap(),
+        None,
+        "failed create left nothing"
+    );
+    let (_, total) = store.list_accounts(Some("a.example"), 0, 10).await.unwrap();
+    assert_eq!(total, 1, "only bob");
+
+    // Space deletion cascades to its accounts and their rows.
+    let carol = account(&store, "carol", "b.example").await;
+    store
+        .create_provisioning_token(carol, &hash_secret("carol-token"), T0, None)
+        .await
+        .unwrap();
+    assert!(store.delete_space("b.example").await.unwrap());
+    assert_eq!(store.account(carol).await.unwrap(), None);
+    assert_eq!(
+        store
+            .provisioning_token(&hash_secret("carol-token"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .account_by_identity("bob", "a.example")
+            .await
+            .unwrap()
+            .is_some(),
+        "other space untouched"
+    );
+}
+
+/// Dictionaries keep arbitrary keys and values, are replaced whole, and can be emptied.
+async fn dictionary_round_trip(db: Db) {
+    let store = db.migrated().await;
+    store.create_space(&space("a.example")).await.unwrap();
+    let dictionary: BTreeMap<String, String> = [
+        ("plain", "value"),
+        ("empty", ""),
+        ("ünïcødé ☎", "välue with = and ; and \"quotes\""),
+        ("multi", "line\nbreak"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let created = store
+        .create_account(
+            &NewAccount {
+                dictionary: dictionary.clone(),
+                ..new_account("alice", "a.example")
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.dictionary, dictionary);
+    assert_eq!(
+        store.account(created.id).await.unwrap().unwrap().dictionary,
+        dictionary
+    );
+    assert_eq!(
+        store
+            .account_by_identity("alice", "a.example")
+            .await
+            .unwrap()
+            .unwrap()
+            .dictionary,
+        dictionary
+    );
+
+    let replacement = BTreeMap::from([("only".to_string(), "one".to_string())]);
+    let update = AccountUpdate {
+        dictionary: Some(replacement.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .update_account(created.id, &update, T0)
+            .await
+            .unwrap()
+            .unwrap()
+            .dictionary,
+        replacement
+    );
+    assert_eq!(
+        store.account(created.id).await.unwrap().unwrap().dictionary,
+        replacement
+    );
+
+    let clear = AccountUpdate {
+        dictionary: Some(BTreeMap::new()),
+        ..Default::default()
+    };
+    store.update_account(created.id, &clear, T0).await.unwrap();
+    assert!(
+        store
+            .account(created.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .dictionary
+            .is_empty()
+    );
+}
+
+/// Replacing passwords swaps the whole set atomically; a bad set changes nothing.
+async fn passwords_replace(db: Db) {
+    let store = db.migrated().await;
+    let id = account(&store, "alice", "a.example").await;
+    assert!(stored_passwords(&store, id).await.is_empty());
+
+    store
+        .replace_passwords(id, &[password(Algorithm::Md5, "one")])
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_passwords(&store, id).await,
+        vec![(Algorithm::Md5, "one".to_string())]
+    );
+
+    store
+        .replace_passwords(
+            id,
+            &[
+                password(Algorithm::Sha256, "two"),
+                password(Algorithm::Md5, "three"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_passwords(&store, id).await,
+        vec![
+            (Algorithm::Sha256, "two".to_string()),
+            (Algorithm::Md5, "three".to_string())
+        ]
+    );
+
+    let duplicate = [password(Algorithm::Md5, "x"), password(Algorithm::Md5, "y")];
+    assert_conflict(store.replace_passwords(id, &duplicate).await, "password");
+    assert_eq!(
+        stored_passwords(&store, id).await.len(),
+        2,
+        "failed replace rolled back"
+    );
+
+    store.replace_passwords(id, &[]).await.unwrap();
+    assert!(stored_passwords(&store, id).await.is_empty());
+
+    assert_not_found(
+        store
+            .replace_passwords(id + 1000, &[password(Algorithm::Md5, "z")])
+            .await,
+    );
+}
+
+// ---- provisioning tokens ------------------------------------------------------------------
+
+/// State is read-only; the account's unused token with the highest id is the current one and
+/// the only consumable one.
+async fn provisioning_token_state_and_current(db: Db) {
+    let store = db.migrated().await;
+    let id = account(&store, "alice", "a.example").await;
+    let (t1, t2) = (hash_secret("token-1"), hash_secret("token-2"));
+
+    assert_eq!(store.provisioning_token(&t1).await.unwrap(), None);
+    assert_eq!(
+        store
+            .consume_provisioning_token(&t1, T0, None)
+            .await
+            .unwrap(),
+        None
+    );
+
+    store
+        .create_provisioning_token(id, &t1, T0, None)
+        .await
+        .unwrap();
+    let state = |created_at, used, current| TokenState {
+        account_id: id,
+        created_at,
+        expires_at: None,
+        used,
+        current,
+    };
+    assert_eq!(
+        store.provisioning_token(&t1).await.unwrap(),
+        Some(state(T0, false, true))
+    );
+    assert_eq!(
+        store.provisioning_token(&t1).await.unwrap(),
+        Some(state(T0, false, true)),
+        "reading changes nothing"
+    );
+
+    store
+        .create_provisioning_token(id, &t2, T0 + 1, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.provisioning_token(&t1).await.unwrap(),
+        Some(state(T0, false, false)),
+        "superseded"
+    );
+    assert_eq!(
+        store.provisioning_token(&t2).await.unwrap(),
+        Some(state(T0 + 1, false, true))
+    );
+    assert_conflict(
+        store.create_provisioning_token(id, &t2, T0 + 2, None).await,
+        "token",
+    );
+    assert_not_found(
+        store
+            .create_provisioning_token(id + 1000, &hash_secret("x"), T0, None)
+            .await,
+    );
+
+    assert_eq!(
+        store
+            .consume_provisioning_token(&t1, T0 + 3, None)
+            .await
+            .unwrap(),
+        None,
+        "superseded token refused"
+    );
+    assert_eq!(
+        store.provisioning_token(&t1).await.unwrap(),
+        Some(state(T0, false, false)),
+        "refusal consumed nothing"
+    );
+    assert!(
+        !store.account(id).await.unwrap().unwrap().activated,
+        "refusal activated nothing"
+    );
+
+    assert_eq!(
+        store
+            .consume_provisioning_token(&t2, T0 + 4, None)
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        store.provisioning_token(&t2).await.unwrap(),
+        Some(state(T0 + 1, true, false))
+    );
+    assert_eq!(
+        store
+            .consume_provisioning_token(&t2, T0 + 5, None)
+            .await
+            .unwrap(),
+        None,
+        "used token refused"
+    );
+    // FlexiAPI's rule is literal: the *unused* token with the highest id is current, so once
+    // the newer token is used the older unused one is current again.
+    assert_eq!(
+        store.provisioning_token(&t1).await.unwrap(),
+        Some(state(T0, false, true))
+    );
+
+    // Tokens of another account do not compete.
+    let bob = account(&store, "bob", "a.example").await;
+    let t3 = hash_secret("token-3");
+    store
+        .create_provisioning_token(bob, &t3, T0 + 6, None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .provisioning_token(&t1)
+            .await
+            .unwrap()
+            .unwrap()
+            .current
+    );
+    assert!(
+        store
+            .provisioning_token(&t3)
+            .await
+            .unwrap()
+            .unwrap()
+            .current
+    );
+}
+
+/// A token with an expiry is consumable strictly before it, and its state reports it.
+async fn provisioning_token_expiry(db: Db) {
+    let store = db.migrated().await;
+    let id = account(&store, "alice", "a.example").await;
+    let token = hash_secret("expiring");
+    let expires_at = T0 + 10 * MINUTE;
+    store
+        .create_provisioning_token(id, &token, T0, Some(expires_at))
+        .await
+        .unwrap();
+    let state = store.provisioning_token(&token).await.unwrap().unwrap();
+    assert_eq!(
+        (state.expires_at, state.used, state.current),
+        (Some(expires_at), false, true)
+    );
+
+    assert_eq!(
+        store
+            .consume_provisioning_token(&token, expires_at, None)
+            .await
+            .unwrap(),
+        None,
+        "expired at the instant"
+    );
+    assert_eq!(
+        store
+            .consume_provisioning_token(&token, expires_at + MINUTE, None)
+            .await
+            .unwrap(),
+        None
+    );
+    let state = store.provisioning_token(&token).await.unwrap().unwrap();
+    assert!(!state.used, "an expired refusal does not burn the token");
+    assert!(!store.account(id).await.unwrap().unwrap().activated);
+
+    assert_eq!(
+        store
+            .consume_provisioning_token(&token, expires_at - 1, None)
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    assert!(
+        store
+            .provisioning_token(&token)
+            .await
+            .unwrap()
+            .unwrap()
+            .used
+    );
+}
+
+/// Consumption activates the account and, with a reset, replaces all its passwords by the new
+/// one; without a reset the passwords stay.
+async fn provisioning_token_consume_resets_and_activates(db: Db) {
+    let store = db.migrated().await;
+    let id = account(&store, "alice", "a.example").await;
+    let old = [
+        password(Algorithm::Md5, "old-md5"),
+        password(Algorithm::Sha256, "old-sha"),
+    ];
+    store.replace_passwords(id, &old).await.unwrap();
+
+    store
+        .create_provisioning_token(id, &hash_secret("plain"), T0, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_provisioning_token(&hash_secret("plain"), T0 + 1, None)
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    let account = store.account(id).await.unwrap().unwrap();
+    assert!(account.activated);
+    assert_eq!(account.updated_at, T0 + 1);
+    assert_eq!(
+        stored_passwords(&store, id).await.len(),
+        2,
+        "no reset, no change"
+    );
+
+    store
+        .create_provisioning_token(id, &hash_secret("reset"), T0 + 2, None)
+        .await
+        .unwrap();
+    let fresh = password(Algorithm::Sha256, "fresh");
+    assert_eq!(
+        store
+            .consume_provisioning_token(&hash_secret("reset"), T0 + 3, Some(&fresh))
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        stored_passwords(&store, id).await,
+        vec![(Algorithm::Sha256, "fresh".to_string())]
+    );
+
+    // A refused consumption resets nothing.
+    let other = password(Algorithm::Md5, "never");
+    assert_eq!(
+        store
+            .consume_provisioning_token(&hash_secret("reset"), T0 + 4, Some(&other))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        stored_passwords(&store, id).await,
+        vec![(Algorithm::Sha256, "fresh".to_string())]
+    );
+}
+
+/// Fifty concurrent consumers of one token: exactly one gets the account, and the passwords
+/// are exactly that winner's reset.
+async fn provisioning_token_consumed_once_under_concurrency(db: Db) {
+    let store = db.migrated().await;
+    let id = account(&store, "alice", "a.example").await;
+    let token = hash_secret("contended");
+    store
+        .create_provisioning_token(id, &token, T0, None)
+        .await
+        .unwrap();
+
+    let mut set = JoinSet::new();
+    for i in 0..50 {
+        let (store, token) = (store.clone(), token.clone());
+        set.spawn(async move {
+            let reset = password(Algorithm::Sha256, &format!("ha1-{i}"));
+            let won = store
+                .consume_provisioning_token(&token, T0 + 1, Some(&reset))
+                .await
+                .expect("consume");
+            (i, won)
+        });
+    }
+    let results = set.join_all().await;
+    let winners: Vec<_> = results.iter().filter(|(_, won)| won.is_some()).collect();
+    assert_eq!(winners.len(), 1, "exactly one consumer wins: {results:?}");
+    let (winner, won) = winners[0];
+    assert_eq!(*won, Some(id));
+    assert_eq!(
+        stored_passwords(&store, id).await,
+        vec![(Algorithm::Sha256, format!("ha1-{winner}"))]
+    );
+    assert!(store.account(id).await.unwrap().unwrap().activated);
+    assert!(
+        store
+            .provisioning_token(&token)
+            .await
+            .unwrap()
+            .unwrap()
+            .used
+    );
+}
+
+// ---- auth tokens --------------------------------------------------------------------------
+
+/// Minted unattached; attached once, only while fresh; consumed once, only when attached and
+/// fresh; a reset replaces the passwords.
+async fn auth_token_attach_and_consume(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    let bob = account(&store, "bob", "a.example").await;
+    let token = hash_secret("qr");
+    store
+        .create_auth_token(&token, Some("192.0.2.1"), Some("Linphone"), T0)
+        .await
+        .unwrap();
+    assert_conflict(
+        store.create_auth_token(&token, None, None, T0).await,
+        "token",
+    );
+
+    let state = store
+        .auth_token(&token, T0 - 1)
+        .await
+        .unwrap()
+        .expect("fresh");
+    assert_eq!((state.account_id, state.created_at), (None, T0));
+    assert_eq!(
+        store.auth_token(&token, T0).await.unwrap(),
+        None,
+        "minted at not_before is stale"
+    );
+    assert_eq!(
+        store.auth_token(&hash_secret("unknown"), 0).await.unwrap(),
+        None
+    );
+
+    assert_eq!(
+        store
+            .consume_auth_token(&token, T0 - 1, None)
+            .await
+            .unwrap(),
+        None,
+        "unattached"
+    );
+    assert!(
+        store.auth_token(&token, T0 - 1).await.unwrap().is_some(),
+        "kept after refusal"
+    );
+
+    assert!(
+        !store.attach_auth_token(&token, alice, T0).await.unwrap(),
+        "stale token not attachable"
+    );
+    assert!(
+        store
+            .attach_auth_token(&token, alice, T0 - 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.attach_auth_token(&token, bob, T0 - 1).await.unwrap(),
+        "attached only once"
+    );
+    assert!(
+        !store
+            .attach_auth_token(&token, alice, T0 - 1)
+            .await
+            .unwrap(),
+        "attached only once"
+    );
+    assert!(
+        !store
+            .attach_auth_token(&hash_secret("unknown"), alice, 0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .auth_token(&token, T0 - 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .account_id,
+        Some(alice)
+    );
+
+    assert_eq!(
+        store.consume_auth_token(&token, T0, None).await.unwrap(),
+        None,
+        "stale"
+    );
+    let reset = password(Algorithm::Md5, "qr-reset");
+    assert_eq!(
+        store
+            .consume_auth_token(&token, T0 - 1, Some(&reset))
+            .await
+            .unwrap(),
+        Some(alice)
+    );
+    assert_eq!(
+        stored_passwords(&store, alice).await,
+        vec![(Algorithm::Md5, "qr-reset".to_string())]
+    );
+    assert_eq!(
+        store
+            .consume_auth_token(&token, T0 - 1, None)
+            .await
+            .unwrap(),
+        None,
+        "consumed once"
+    );
+    assert_eq!(store.auth_token(&token, 0).await.unwrap(), None, "deleted");
+    assert!(
+        !store.account(alice).await.unwrap().unwrap().activated,
+        "auth tokens do not activate"
+    );
+}
+
+/// Twenty concurrent consumers of one attached auth token: exactly one wins.
+async fn auth_token_consumed_once_under_concurrency(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    let token = hash_secret("qr-contended");
+    store
+        .create_auth_token(&token, None, None, T0)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .attach_auth_token(&token, alice, T0 - 1)
+            .await
+            .unwrap()
+    );
+
+    let mut set = JoinSet::new();
+    for i in 0..20 {
+        let (store, token) = (store.clone(), token.clone());
+        set.spawn(async move {
+            let reset = password(Algorithm::Sha256, &format!("qr-{i}"));
+            (
+                i,
+                store
+                    .consume_auth_token(&token, T0 - 1, Some(&reset))
+                    .await
+                    .expect("consume"),
+            )
+        });
+    }
+    let results = set.join_all().await;
+    let winners: Vec<_> = results.iter().filter(|(_, won)| won.is_some()).collect();
+    assert_eq!(winners.len(), 1, "exactly one consumer wins: {results:?}");
+    assert_eq!(winners[0].1, Some(alice));
+    assert_eq!(
+        stored_passwords(&store, alice).await,
+        vec![(Algorithm::Sha256, format!("qr-{}", winners[0].0))]
+    );
+}
+
+// ---- API keys -----------------------------------------------------------------------------
+
+/// A user key replaces the previous one; admin keys accumulate; IP binding; expiry by
+/// inactivity (user keys: the server TTL, admin keys: their own, 0 = never); use counting.
+async fn api_keys_user_admin_ip_and_expiry(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    let key =
+        |secret: &str, name: Option<&str>, ip: Option<&str>, expires: Option<i64>| NewApiKey {
+            account_id: alice,
+            key_hash: hash_secret(secret),
+            name: name.map(str::to_string),
+            ip: ip.map(str::to_string),
+            expires_after_minutes: expires,
+        };
+    let auth = |secret: &'static str, ip: Option<&'static str>, now: i64, ttl: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .authenticate_api_key(&hash_secret(secret), ip, now, ttl)
+                .await
+                .expect("authenticate")
+        }
+    };
+
+    let k1 = store
+        .create_api_key(&key("user-1", None, None, None), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        auth("user-1", Some("192.0.2.1"), T0 + 1, 60).await,
+        Some(alice)
+    );
+    assert_eq!(
+        auth("user-1", None, T0 + 2, 60).await,
+        Some(alice),
+        "unbound key works without an IP"
+    );
+    let records = store.api_keys(alice).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0].id,
+            records[0].account_id,
+            records[0].name.clone(),
+            records[0].ip.clone()
+        ),
+        (k1, alice, None, None)
+    );
+    assert_eq!(
+        (
+            records[0].expires_after_minutes,
+            records[0].last_used_at,
+            records[0].requests
+        ),
+        (None, T0 + 2, 2)
+    );
+
+    // A new user key replaces the previous one.
+    let k2 = store
+        .create_api_key(&key("user-2", None, Some("10.0.0.1"), None), T0 + 3)
+        .await
+        .unwrap();
+    assert_ne!(k1, k2);
+    assert_eq!(
+        auth("user-1", None, T0 + 4, 60).await,
+        None,
+        "replaced user key is dead"
+    );
+    let records = store.api_keys(alice).await.unwrap();
+    assert_eq!(records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![k2]);
+    assert_eq!(
+        (
+            records[0].last_used_at,
+            records[0].requests,
+            records[0].ip.as_deref()
+        ),
+        (T0 + 3, 0, Some("10.0.0.1"))
+    );
+
+    // IP binding.
+    assert_eq!(auth("user-2", Some("10.0.0.2"), T0 + 5, 60).await, None);
+    assert_eq!(
+        auth("user-2", None, T0 + 5, 60).await,
+        None,
+        "bound key needs the IP"
+    );
+    assert_eq!(
+        auth("user-2", Some("10.0.0.1"), T0 + 5, 60).await,
+        Some(alice)
+    );
+
+    // Admin keys accumulate next to the user key.
+    let never = store
+        .create_api_key(&key("admin-never", Some("ci"), None, Some(0)), T0 + 6)
+        .await
+        .unwrap();
+    let ten = store
+        .create_api_key(&key("admin-ten", Some("ops"), None, Some(10)), T0 + 6)
+        .await
+        .unwrap();
+    let records = store.api_keys(alice).await.unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![k2, never, ten]
+    );
+    assert_eq!(records[1].name.as_deref(), Some("ci"));
+    assert_eq!(records[2].expires_after_minutes, Some(10));
+    let k3 = store
+        .create_api_key(&key("user-3", None, None, None), T0 + 7)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = store
+        .api_keys(alice)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![never, ten, k3],
+        "user key rotation keeps admin keys"
+    );
+
+    // User key expiry: dead once unused for the TTL; a refused attempt records nothing.
+    let last = T0 + 7;
+    assert_eq!(
+        auth("user-3", None, last + 60 * MINUTE, 60).await,
+        None,
+        "dead at last use + TTL"
+    );
+    assert_eq!(
+        auth("user-3", None, last + 60 * MINUTE - 1, 60).await,
+        Some(alice)
+    );
+    assert_eq!(
+        auth("user-3", None, last + 60 * MINUTE + 30 * MINUTE, 60).await,
+        Some(alice),
+        "use extends life"
+    );
+    assert_eq!(
+        auth("user-3", None, T0 + 10 * 365 * 24 * 60 * MINUTE, 0).await,
+        Some(alice),
+        "TTL 0 = never"
+    );
+
+    // Admin key expiry follows its own setting, not the user TTL.
+    let last = T0 + 6;
+    assert_eq!(auth("admin-ten", None, last + 10 * MINUTE, 0).await, None);
+    assert_eq!(
+        auth("admin-ten", None, last + 10 * MINUTE - 1, 1).await,
+        Some(alice)
+    );
+    assert_eq!(
+        auth("admin-never", None, T0 + 10 * 365 * 24 * 60 * MINUTE, 1).await,
+        Some(alice)
+    );
+
+    let records = store.api_keys(alice).await.unwrap();
+    let requests: Vec<i64> = records.iter().map(|r| r.requests).collect();
+    assert_eq!(requests, vec![1, 1, 3]);
+    assert_eq!(records[2].last_used_at, T0 + 10 * 365 * 24 * 60 * MINUTE);
+
+    assert_eq!(auth("unknown", None, T0, 0).await, None);
+    assert_conflict(
+        store
+            .create_api_key(&key("admin-ten", Some("dup"), None, Some(1)), T0)
+            .await,
+        "key",
+    );
+    let orphan = NewApiKey {
+        account_id: alice + 1000,
+        ..key("orphan", None, None, None)
+    };
+    assert_not_found(store.create_api_key(&orphan, T0).await);
+    assert!(store.api_keys(alice + 1000).await.unwrap().is_empty());
+}
+
+// ---- Digest challenges --------------------------------------------------------------------
+
+/// nc must strictly increase; a replay deletes the challenge; account, opaque, nonce, IP and
+/// freshness must all match.
+async fn digest_nonce_checks(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    let bob = account(&store, "bob", "a.example").await;
+    let ip = "192.0.2.1";
+    let check =
+        |opaque: &'static str, nonce: &'static str, ip: &'static str, nc: i64, not_before: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .check_digest_nonce(alice, opaque, nonce, ip, nc, not_before)
+                    .await
+                    .expect("check")
+            }
+        };
+
+    store
+        .create_digest_nonce(alice, "n1", "o1", ip, T0)
+        .await
+        .unwrap();
+    assert_eq!(check("o1", "n1", ip, 1, T0 - 1).await, NonceCheck::Accepted);
+    assert_eq!(check("o1", "n1", ip, 2, T0 - 1).await, NonceCheck::Accepted);
+    assert_eq!(
+        check("o1", "n1", ip, 5, T0 - 1).await,
+        NonceCheck::Accepted,
+        "gaps are fine"
+    );
+    assert_eq!(
+        check("o1", "n1", ip, 5, T0 - 1).await,
+        NonceCheck::Replayed,
+        "same nc"
+    );
+    assert_eq!(
+        check("o1", "n1", ip, 6, T0 - 1).await,
+        NonceCheck::Unknown,
+        "a replay deleted it"
+    );
+
+    store
+        .create_digest_nonce(alice, "n2", "o2", ip, T0)
+        .await
+        .unwrap();
+    assert_eq!(check("o2", "n2", ip, 3, T0 - 1).await, NonceCheck::Accepted);
+    assert_eq!(
+        check("o2", "n2", ip, 2, T0 - 1).await,
+        NonceCheck::Replayed,
+        "lower nc"
+    );
+    assert_eq!(check("o2", "n2", ip, 4, T0 - 1).await, NonceCheck::Unknown);
+
+    store
+        .create_digest_nonce(alice, "n3", "o3", ip, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        check("o3", "n3", "192.0.2.2", 1, T0 - 1).await,
+        NonceCheck::Unknown,
+        "other IP"
+    );
+    assert_eq!(
+        check("o3", "wrong", ip, 1, T0 - 1).await,
+        NonceCheck::Unknown,
+        "wrong nonce"
+    );
+    assert_eq!(
+        check("o3", "n3", ip, 1, T0).await,
+        NonceCheck::Unknown,
+        "expired"
+    );
+    assert_eq!(
+        check("unknown", "n3", ip, 1, T0 - 1).await,
+        NonceCheck::Unknown,
+        "unknown opaque"
+    );
+    assert_eq!(
+        store
+            .check_digest_nonce(bob, "o3", "n3", ip, 1, T0 - 1)
+            .await
+            .unwrap(),
+        NonceCheck::Unknown,
+        "other account"
+    );
+    assert_eq!(
+        check("o3", "n3", ip, 1, T0 - 1).await,
+        NonceCheck::Accepted,
+        "mismatches left it intact"
+    );
+
+    assert_conflict(
+        store.create_digest_nonce(bob, "n4", "o3", ip, T0).await,
+        "challenge",
+    );
+    assert_not_found(
+        store
+            .create_digest_nonce(alice + 1000, "n5", "o5", ip, T0)
+            .await,
+    );
+}
+
+/// Twenty concurrent checks with the same nc: exactly one is accepted.
+async fn digest_nonce_concurrent_same_nc(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    store
+        .create_digest_nonce(alice, "nonce", "opaque", "192.0.2.1", T0)
+        .await
+        .unwrap();
+
+    let mut set = JoinSet::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        set.spawn(async move {
+            store
+                .check_digest_nonce(alice, "opaque", "nonce", "192.0.2.1", 1, T0 - 1)
+                .await
+                .expect("check")
+        });
+    }
+    let results = set.join_all().await;
+    let accepted = results
+        .iter()
+        .filter(|r| **r == NonceCheck::Accepted)
+        .count();
+    assert_eq!(accepted, 1, "exactly one accepted: {results:?}");
+    assert!(results.iter().all(|r| matches!(
+        r,
+        NonceCheck::Accepted | NonceCheck::Replayed | NonceCheck::Unknown
+    )));
+    assert!(
+        results.contains(&NonceCheck::Replayed),
+        "the first loser sees a replay: {results:?}"
+    );
+}
+
+// ---- housekeeping -------------------------------------------------------------------------
+
+/// Purging deletes auth tokens and challenges created at or before the cut-offs, nothing else.
+async fn purge_expired_removes_only_old_rows(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    for (secret, at) in [("t0", T0), ("t10", T0 + 10), ("t20", T0 + 20)] {
+        store
+            .create_auth_token(&hash_secret(secret), None, None, at)
+            .await
+            .unwrap();
+    }
+    store
+        .create_digest_nonce(alice, "n", "old", "ip", T0)
+        .await
+        .unwrap();
+    store
+        .create_digest_nonce(alice, "n", "new", "ip", T0 + 10)
+        .await
+        .unwrap();
+    store
+        .create_provisioning_token(alice, &hash_secret("prov"), T0, None)
+        .await
+        .unwrap();
+
+    assert_eq!(store.purge_expired(T0 + 10, T0).await.unwrap(), 3);
+    assert_eq!(store.auth_token(&hash_secret("t0"), 0).await.unwrap(), None);
+    assert_eq!(
+        store.auth_token(&hash_secret("t10"), 0).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .auth_token(&hash_secret("t20"), 0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .check_digest_nonce(alice, "old", "n", "ip", 1, 0)
+            .await
+            .unwrap(),
+        NonceCheck::Unknown
+    );
+    assert_eq!(
+        store
+            .check_digest_nonce(alice, "new", "n", "ip", 1, 0)
+            .await
+            .unwrap(),
+        NonceCheck::Accepted
+    );
+    assert!(
+        store
+            .provisioning_token(&hash_secret("prov"))
+            .await
+            .unwrap()
+            .is_some(),
+        "tokens are not purged"
+    );
+    assert_eq!(
+        store.purge_expired(T0 + 10, T0).await.unwrap(),
+        0,
+        "nothing left to purge"
+    );
+}
