@@ -808,8 +808,8 @@ async fn passwords_replace(db: Db) {
 
 // ---- provisioning tokens ------------------------------------------------------------------
 
-/// State is read-only; the account's unused token with the highest id is the current one and
-/// the only consumable one.
+/// State is read-only; the account's newest token is the current one and the only consumable
+/// one, and a superseded token never comes back (stricter than FlexiAPI).
 async fn provisioning_token_state_and_current(db: Db) {
     let store = db.migrated().await;
     let id = account(&store, "alice", "a.example").await;
@@ -905,11 +905,19 @@ async fn provisioning_token_state_and_current(db: Db) {
         None,
         "used token refused"
     );
-    // FlexiAPI's rule is literal: the *unused* token with the highest id is current, so once
-    // the newer token is used the older unused one is current again.
+    // FlexiAPI would make the older unused token current again once the newer one is used; a
+    // superseded token (say, in an old e-mail) stays dead here.
     assert_eq!(
         store.provisioning_token(&t1).await.unwrap(),
-        Some(state(T0, false, true))
+        Some(state(T0, false, false))
+    );
+    assert_eq!(
+        store
+            .consume_provisioning_token(&t1, T0 + 5, None)
+            .await
+            .unwrap(),
+        None,
+        "superseded token stays refused"
     );
 
     // Tokens of another account do not compete.
@@ -920,7 +928,7 @@ async fn provisioning_token_state_and_current(db: Db) {
         .await
         .unwrap();
     assert!(
-        store
+        !store
             .provisioning_token(&t1)
             .await
             .unwrap()

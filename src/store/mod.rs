@@ -96,7 +96,8 @@ pub struct TokenState {
     pub expires_at: Option<i64>,
     /// Already consumed.
     pub used: bool,
-    /// It is the account's latest unused token (the only one that may be consumed).
+    /// It is the account's latest token, used or not (only the latest may be consumed: minting
+    /// a new token kills every older one for good).
     pub current: bool,
 }
 

@@ -719,7 +719,7 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(concat!(
                 "SELECT t.account_id, t.created_at, t.expires_at, t.used_at IS NOT NULL AS used, ",
                 "COALESCE(t.used_at IS NULL AND t.id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
-                "WHERE o.account_id = t.account_id AND o.used_at IS NULL), 0) AS current ",
+                "WHERE o.account_id = t.account_id), 0) AS current ",
                 "FROM provisioning_tokens t WHERE t.token_hash = ?1"
             ))?;
             query_opt(&mut stmt, [token_hash], |row| {
@@ -753,7 +753,7 @@ impl Store for SqliteStore {
                     "WHERE token_hash = ?1 AND used_at IS NULL ",
                     "AND (expires_at IS NULL OR expires_at > ?2) ",
                     "AND id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
-                    "WHERE o.account_id = provisioning_tokens.account_id AND o.used_at IS NULL) ",
+                    "WHERE o.account_id = provisioning_tokens.account_id) ",
                     "RETURNING account_id"
                 ))?
                 .query_row(params![token_hash, now], |row| row.get(0))
