@@ -91,7 +91,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum SpaceCommand {
     /// Create a space.
-    Add(SpaceArgs),
+    Add(Box<SpaceArgs>),
     /// List spaces.
     List {
         /// Answer in JSON.
@@ -406,6 +406,7 @@ async fn space_command(settings: &Settings, cmd: SpaceCommand) -> anyhow::Result
     let store = app::open_store(settings).await?;
     match cmd {
         SpaceCommand::Add(a) => {
+            let a = *a;
             let mut space = Space::new(&a.domain, a.host.as_deref().unwrap_or(&a.domain));
             space.name = a.name.unwrap_or_else(|| a.domain.clone());
             space.realm = a.realm.unwrap_or_else(|| a.domain.clone());

@@ -92,10 +92,10 @@ pub fn new_account(a: &NewAccount, password: Option<&str>) -> Result<(), AppErro
             e.add("password", "The password may not contain control characters.");
         }
     }
-    if let Some(d) = &a.dtmf_protocol {
-        if !["sipinfo", "rfc2833", "sipmessage"].contains(&d.as_str()) {
-            e.add("dtmf_protocol", "The dtmf protocol must be one of sipinfo, rfc2833, sipmessage.");
-        }
+    if let Some(d) = &a.dtmf_protocol
+        && !["sipinfo", "rfc2833", "sipmessage"].contains(&d.as_str())
+    {
+        e.add("dtmf_protocol", "The dtmf protocol must be one of sipinfo, rfc2833, sipmessage.");
     }
     if let Err(AppError::Validation(fields)) = dictionary(&a.dictionary) {
         for (k, msgs) in fields {

@@ -46,14 +46,17 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let hooks_dir = dir.path().join("hooks");
         std::fs::create_dir_all(&hooks_dir).expect("hooks dir");
-        let mut settings = Settings::default();
-        settings.listen = "127.0.0.1:0".parse().expect("addr");
-        settings.data_dir = dir.path().join("data");
-        settings.database = match backend {
+        let database = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("test.sqlite3").display()),
             Backend::Postgres => super::pg::fresh_postgres_url().await?,
         };
-        settings.pool_size = 8;
+        let mut settings = Settings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.path().join("data"),
+            database,
+            pool_size: 8,
+            ..Settings::default()
+        };
         settings.hooks.dir = hooks_dir.clone();
         settings.hooks.watch = false;
         adjust(&mut settings);
