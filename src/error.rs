@@ -17,6 +17,15 @@ pub enum AppError {
     /// Credentials are missing or wrong (401).
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// Credentials are missing or wrong, and the client may retry with HTTP Digest: a 401 with
+    /// one `WWW-Authenticate` header per challenge (FlexiAPI: one per stored password algorithm).
+    #[error("unauthorized (challenged): {message}")]
+    Challenge {
+        /// Message shown to the client.
+        message: String,
+        /// Complete `WWW-Authenticate` header values, in the order they are sent.
+        challenges: Vec<String>,
+    },
     /// Authenticated but not allowed, or blocked (403).
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -62,7 +71,7 @@ impl AppError {
     pub fn status(&self) -> u16 {
         match self {
             AppError::BadRequest(_) => 400,
-            AppError::Unauthorized(_) => 401,
+            AppError::Unauthorized(_) | AppError::Challenge { .. } => 401,
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) => 404,
             AppError::Gone(_) => 410,
@@ -83,7 +92,9 @@ impl AppError {
             | AppError::NotFound(m)
             | AppError::Gone(m) => m.clone(),
             AppError::Validation(_) => "The given data was invalid.".to_string(),
-            AppError::Denied { message, .. } => message.clone(),
+            AppError::Denied { message, .. } | AppError::Challenge { message, .. } => {
+                message.clone()
+            }
             AppError::Store(StoreError::NotFound) => "Not found".to_string(),
             AppError::Store(StoreError::Conflict(m)) => m.clone(),
             AppError::Hook(_) | AppError::Store(_) | AppError::Internal(_) => {

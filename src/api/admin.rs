@@ -1,16 +1,108 @@
 //! Bootstrapping an administrator from the command line (`provisio admin add`), so a fresh
-//! install can be driven over HTTP. PLACEHOLDER: the API work completes this.
+//! install can be driven over HTTP: the CLI is the only way in before any API key exists.
 
+use crate::api::json;
+use crate::api::validate::{is_valid_domain, is_valid_username};
 use crate::config::Settings;
-use crate::store::DynStore;
+use crate::model::{Space, now_ms};
+use crate::secret::{fingerprint, hash_password, hash_secret, new_token};
+use crate::store::{AccountUpdate, DynStore, NewAccount, NewApiKey};
+use anyhow::{Context, bail};
+use serde_json::json;
 
-/// Creates an admin account and returns its JSON with a freshly minted API key.
+/// Creates (or promotes) the admin `user@domain` and returns its JSON with a new admin API key,
+/// shown this once (`{"account": …, "api_key": …, "space": …, "super": …}`).
+///
+/// * The space `domain` is created when missing, served on host = domain (change it later with
+///   `PUT /api/spaces/{domain}` or the `space` commands).
+/// * `super_admin` marks that space as a super space: its admins manage every space.
+/// * An existing account is promoted to admin and its password replaced, so the command also
+///   recovers a lost admin key.
+/// * The key is a named admin key that never expires from inactivity and is bound to no IP.
 pub async fn create_admin(
-    _store: &DynStore,
+    store: &DynStore,
     _settings: &Settings,
-    _identity: &str,
-    _password: &str,
-    _super_admin: bool,
+    identity: &str,
+    password: &str,
+    super_admin: bool,
 ) -> anyhow::Result<serde_json::Value> {
-    anyhow::bail!("admin accounts are not implemented yet")
+    let (username, domain) = identity
+        .split_once('@')
+        .context("the admin identity must be user@domain")?;
+    let domain = domain.to_ascii_lowercase();
+    if !is_valid_username(username) {
+        bail!("invalid username {username:?}: 1–64 characters among a-z 0-9 + _ . -");
+    }
+    if !is_valid_domain(&domain) {
+        bail!("invalid domain {domain:?}");
+    }
+    if password.chars().count() < 3 || password.chars().any(crate::lpconfig::is_forbidden_char) {
+        bail!("the password must be at least 3 characters, without control characters");
+    }
+    let mut space = match store.space_by_domain(&domain).await? {
+        Some(space) => space,
+        None => store
+            .create_space(&Space::new(&domain, &domain))
+            .await
+            .with_context(|| format!("creating space {domain}"))?,
+    };
+    if super_admin && !space.super_space {
+        space.super_space = true;
+        space.ui.super_space = true;
+        space = store
+            .update_space(&space)
+            .await
+            .context("marking the space super")?;
+    }
+    let hashed = hash_password(space.password_algorithm, username, &space.realm, password);
+    let now = now_ms();
+    let account = match store.account_by_identity(username, &domain).await? {
+        Some(existing) => {
+            store.replace_passwords(existing.id, &[hashed]).await?;
+            let promote = AccountUpdate {
+                admin: Some(true),
+                activated: Some(true),
+                ..Default::default()
+            };
+            store
+                .update_account(existing.id, &promote, now)
+                .await?
+                .context("the account vanished while being promoted")?
+        }
+        None => {
+            let new = NewAccount {
+                username: username.to_string(),
+                domain: domain.clone(),
+                activated: true,
+                admin: true,
+                user_agent: Some("provisio admin add".to_string()),
+                passwords: vec![hashed],
+                ..Default::default()
+            };
+            store
+                .create_account(&new, now)
+                .await
+                .with_context(|| format!("creating account {identity}"))?
+        }
+    };
+    let key = new_token();
+    let record = NewApiKey {
+        account_id: account.id,
+        key_hash: hash_secret(&key),
+        name: Some(format!("cli-{}", crate::secret::new_hex(4))),
+        ip: None,
+        expires_after_minutes: Some(0),
+    };
+    store
+        .create_api_key(&record, now)
+        .await
+        .context("storing the API key")?;
+    tracing::info!(account_id = account.id, key_fp = %fingerprint(&key), "admin API key issued");
+    let passwords = store.passwords(account.id).await?;
+    Ok(json!({
+        "account": json::account(&account, &passwords, None),
+        "api_key": key,
+        "space": space.domain,
+        "super": space.super_space,
+    }))
 }

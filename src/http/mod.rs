@@ -7,6 +7,7 @@
 //! sets no hyper timer, so it has no slow-header timeout; and graceful shutdown needs a
 //! deadline, which warp's `graceful` lacks.
 
+pub mod api;
 pub mod ops;
 pub mod provisioning;
 pub mod reply;
@@ -101,6 +102,8 @@ fn build_request_info(
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     provisioning::routes(state.clone())
         .or(wizard::routes(state.clone()))
+        .unify()
+        .or(api::routes(state.clone()))
         .unify()
         .or(ops::routes(state))
         .unify()

@@ -38,7 +38,15 @@ pub fn error(err: &AppError) -> Response {
         AppError::Validation(errors) => json!({"message": err.public_message(), "errors": errors}),
         _ => json!({"message": err.public_message()}),
     };
-    json(status, &body)
+    let mut resp = json(status, &body);
+    if let AppError::Challenge { challenges, .. } = err {
+        for challenge in challenges {
+            if let Ok(v) = HeaderValue::from_str(challenge) {
+                resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
+            }
+        }
+    }
+    resp
 }
 
 /// Maps warp's own rejections (no route, wrong method, bad body) to JSON errors. Rejections

@@ -1,0 +1,396 @@
+//! Account routes (reference §5.2–5.4): the admin's `/api/accounts…` and the user's
+//! `/api/accounts/me…`. Statuses and JSON shapes are FlexiAPI's; account JSON never carries a
+//! password hash, and carries the provisioning token only in the answer that minted it.
+
+use crate::api::access;
+use crate::api::input::Input;
+use crate::api::{ApiReply, ApiResult, json, validate};
+use crate::app::{MintedToken, mint_provisioning_token};
+use crate::error::AppError;
+use crate::model::{Account, Algorithm, Space, now_ms};
+use crate::pipeline::request::RequestInfo;
+use crate::secret::{ct_eq, ha1, hash_password};
+use crate::state::AppState;
+use crate::store::{AccountUpdate, NewAccount, StoreError};
+use serde_json::{Value, json};
+
+/// Laravel's page size for FlexiAPI's account list.
+pub const DEFAULT_PER_PAGE: i64 = 20;
+/// Largest `per_page` a client may ask for.
+pub const MAX_PER_PAGE: i64 = 100;
+
+/// The four admin switches of `POST /api/accounts/{id}/{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `activate`: `activated = true`.
+    Activate,
+    /// `deactivate`: `activated = false`.
+    Deactivate,
+    /// `block`: `blocked = true` (user API and provisioning refused).
+    Block,
+    /// `unblock`: `blocked = false`.
+    Unblock,
+}
+
+impl Action {
+    /// The path segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Activate => "activate",
+            Action::Deactivate => "deactivate",
+            Action::Block => "block",
+            Action::Unblock => "unblock",
+        }
+    }
+
+    /// The update it applies.
+    fn update(self) -> AccountUpdate {
+        let mut u = AccountUpdate::default();
+        match self {
+            Action::Activate => u.activated = Some(true),
+            Action::Deactivate => u.activated = Some(false),
+            Action::Block => u.blocked = Some(true),
+            Action::Unblock => u.blocked = Some(false),
+        }
+        u
+    }
+}
+
+/// An account's JSON with its password algorithms (and the token, when just minted).
+pub async fn account_json(
+    state: &AppState,
+    account: &Account,
+    minted: Option<&MintedToken>,
+) -> Result<Value, AppError> {
+    let passwords = state.store.passwords(account.id).await?;
+    Ok(json::account(account, &passwords, minted))
+}
+
+/// Mints a provisioning token for the account (the previous one stops working).
+pub async fn mint(state: &AppState, account: &Account) -> Result<MintedToken, AppError> {
+    mint_provisioning_token(&state.store, account)
+        .await
+        .map_err(|e| AppError::Internal(format!("minting a provisioning token: {e:#}")))
+}
+
+/// `POST /api/accounts` (admin) — creates an account in the request's space (or, for a super
+/// admin, in the space `domain` names) and answers 200 with its JSON and first provisioning
+/// token. 422 on invalid fields or a taken (or ever deleted) username; 403 when the space is
+/// full.
+pub async fn create(state: &AppState, request: &RequestInfo, body: Value) -> ApiResult {
+    let admin = access::admin(state, request).await?;
+    let mut input = Input::new(body)?;
+    let username = input.required_string("username");
+    let password = input.required_string("password");
+    let algorithm = input.string("algorithm");
+    let domain = input.string("domain");
+    let email = input.string("email");
+    let display_name = input.string("display_name");
+    let dtmf_protocol = input.string("dtmf_protocol");
+    let phone = input.string("phone");
+    let dictionary = input.dictionary("dictionary").unwrap_or_default();
+    let is_admin = input.boolean("admin").unwrap_or(false);
+    let activated = input.boolean("activated").unwrap_or(false);
+
+    // Only a super admin chooses the space; FlexiAPI ignores `domain` for everyone else.
+    let space = match domain.filter(|d| admin.super_admin && *d != admin.space.domain) {
+        Some(d) => match state.store.space_by_domain(&d).await? {
+            Some(s) => s,
+            None => {
+                input.error("domain", "The selected domain is invalid.");
+                admin.space.clone()
+            }
+        },
+        None => admin.space.clone(),
+    };
+    check_algorithm(&mut input, algorithm.as_deref(), &space);
+    let (Some(username), Some(password)) = (username, password) else {
+        // The required-field errors are recorded: answer them (with any others).
+        return Err(input
+            .finish()
+            .err()
+            .unwrap_or_else(|| AppError::field("username", "The username field is required.")));
+    };
+    let new = NewAccount {
+        passwords: vec![hash_password(
+            space.password_algorithm,
+            &username,
+            &space.realm,
+            &password,
+        )],
+        username,
+        domain: space.domain.clone(),
+        display_name,
+        email,
+        phone,
+        dtmf_protocol,
+        activated,
+        admin: is_admin,
+        ip_address: request.client_ip.map(|ip| ip.to_string()),
+        user_agent: Some(
+            Some(request.user_agent())
+                .filter(|ua| !ua.is_empty())
+                .map_or_else(|| space.name.clone(), |ua| ua.chars().take(256).collect()),
+        ),
+        dictionary,
+    };
+    input.merge(validate::new_account(&new, Some(&password)));
+    input.finish()?;
+
+    if space.max_accounts > 0 {
+        let (_, total) = state.store.list_accounts(Some(&space.domain), 0, 0).await?;
+        if total >= space.max_accounts {
+            return Err(AppError::Forbidden(
+                "This action is unauthorized.".to_string(),
+            ));
+        }
+    }
+    let account = match state.store.create_account(&new, now_ms()).await {
+        Ok(a) => a,
+        Err(StoreError::Conflict(_)) => {
+            return Err(AppError::field(
+                "username",
+                "The username has already been taken.",
+            ));
+        }
+        Err(StoreError::NotFound) => {
+            return Err(AppError::field("domain", "The selected domain is invalid."));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(
+        account_id = account.id,
+        admin_id = admin.account.id,
+        "account created"
+    );
+    let minted = mint(state, &account).await?;
+    Ok(ApiReply::json(
+        200,
+        account_json(state, &account, Some(&minted)).await?,
+    ))
+}
+
+/// FlexiAPI's deprecated `algorithm` field: accepted only when it names the space's algorithm.
+fn check_algorithm(input: &mut Input, algorithm: Option<&str>, space: &Space) {
+    if let Some(alg) = algorithm
+        && alg.parse::<Algorithm>() != Ok(space.password_algorithm)
+    {
+        input.error(
+            "algorithm",
+            format!(
+                "The selected algorithm is invalid: this space uses {}.",
+                space.password_algorithm
+            ),
+        );
+    }
+}
+
+/// `GET /api/accounts[?page=N&per_page=M]` (admin) — the request space's accounts, by id, in
+/// Laravel's paginator shape (`data`, `total`, `current_page`, `per_page`, `last_page`, …).
+pub async fn list(state: &AppState, request: &RequestInfo) -> ApiResult {
+    let admin = access::admin(state, request).await?;
+    let number = |k: &str| {
+        request
+            .query
+            .get(k)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    let page = number("page").filter(|p| *p >= 1).unwrap_or(1);
+    let per_page = number("per_page")
+        .filter(|p| (1..=MAX_PER_PAGE).contains(p))
+        .unwrap_or(DEFAULT_PER_PAGE);
+    let offset = (page - 1).saturating_mul(per_page);
+    let (accounts, total) = state
+        .store
+        .list_accounts(Some(&admin.space.domain), offset, per_page)
+        .await?;
+    let mut data = Vec::with_capacity(accounts.len());
+    for account in &accounts {
+        data.push(account_json(state, account, None).await?);
+    }
+    let last_page = ((total + per_page - 1) / per_page).max(1);
+    let url = |p: i64| format!("{}?page={p}", request.path);
+    let count = i64::try_from(data.len()).unwrap_or(i64::MAX);
+    Ok(ApiReply::json(
+        200,
+        json!({
+            "current_page": page,
+            "data": data,
+            "first_page_url": url(1),
+            "from": (count > 0).then_some(offset + 1),
+            "last_page": last_page,
+            "last_page_url": url(last_page),
+            "next_page_url": (page < last_page).then(|| url(page + 1)),
+            "path": request.path,
+            "per_page": per_page,
+            "prev_page_url": (page > 1).then(|| url(page - 1)),
+            "to": (count > 0).then_some(offset + count),
+            "total": total,
+        }),
+    ))
+}
+
+/// `GET /api/accounts/{id}` (admin) — one account of the request space (404 otherwise).
+pub async fn show(state: &AppState, request: &RequestInfo, id: i64) -> ApiResult {
+    let admin = access::admin(state, request).await?;
+    let account = access::scoped_account(state, &admin, id).await?;
+    Ok(ApiReply::json(
+        200,
+        account_json(state, &account, None).await?,
+    ))
+}
+
+/// `DELETE /api/accounts/{id}` (admin) — deletes it and tombstones its identity (never
+/// reusable); 200 with an empty body.
+pub async fn delete(state: &AppState, request: &RequestInfo, id: i64) -> ApiResult {
+    let admin = access::admin(state, request).await?;
+    let account = access::scoped_account(state, &admin, id).await?;
+    remove(state, &account).await?;
+    tracing::info!(
+        account_id = account.id,
+        admin_id = admin.account.id,
+        "account deleted"
+    );
+    Ok(ApiReply::empty(200))
+}
+
+/// `POST /api/accounts/{id}/activate|deactivate|block|unblock` (admin) — 200 with the account.
+pub async fn action(state: &AppState, request: &RequestInfo, id: i64, action: Action) -> ApiResult {
+    let admin = access::admin(state, request).await?;
+    let account = access::scoped_account(state, &admin, id).await?;
+    let updated = state
+        .store
+        .update_account(account.id, &action.update(), now_ms())
+        .await?
+        .ok_or_else(|| access::account_not_found(id))?;
+    tracing::info!(
+        account_id = id,
+        admin_id = admin.account.id,
+        action = action.as_str(),
+        "account updated"
+    );
+    Ok(ApiReply::json(
+        200,
+        account_json(state, &updated, None).await?,
+    ))
+}
+
+/// `GET /api/accounts/{id}/provision` (admin) — mints a new provisioning token; 200 with the
+/// account JSON carrying it.
+pub async fn provision(state: &AppState, request: &RequestInfo, id: i64) -> ApiResult {
+    let admin = access::admin(state, request).await?;
+    let account = access::scoped_account(state, &admin, id).await?;
+    let minted = mint(state, &account).await?;
+    Ok(ApiReply::json(
+        200,
+        account_json(state, &account, Some(&minted)).await?,
+    ))
+}
+
+/// `GET /api/accounts/me` (user) — the caller's account.
+pub async fn me(state: &AppState, request: &RequestInfo) -> ApiResult {
+    let (account, _) = access::user(state, request).await?;
+    Ok(ApiReply::json(
+        200,
+        account_json(state, &account, None).await?,
+    ))
+}
+
+/// `GET /api/accounts/me/provision` (user) — mints a provisioning token for the caller.
+pub async fn me_provision(state: &AppState, request: &RequestInfo) -> ApiResult {
+    let (account, _) = access::user(state, request).await?;
+    let minted = mint(state, &account).await?;
+    Ok(ApiReply::json(
+        200,
+        account_json(state, &account, Some(&minted)).await?,
+    ))
+}
+
+/// `DELETE /api/accounts/me` (user) — deletes the caller (tombstoned); 200 with body `1`, as
+/// Laravel renders FlexiAPI's `true`.
+pub async fn me_delete(state: &AppState, request: &RequestInfo) -> ApiResult {
+    let (account, _) = access::user(state, request).await?;
+    remove(state, &account).await?;
+    tracing::info!(account_id = account.id, "account deleted by its owner");
+    Ok(ApiReply::json(200, json!(1)))
+}
+
+/// `POST /api/accounts/me/password` (user) — sets a new password (`password`, and
+/// `old_password` when one exists), hashed in the account space's realm and algorithm; the
+/// account is activated, as in FlexiAPI. 200 with the account.
+pub async fn me_password(state: &AppState, request: &RequestInfo, body: Value) -> ApiResult {
+    let (account, _) = access::user(state, request).await?;
+    let space = state
+        .store
+        .space_by_domain(&account.domain)
+        .await?
+        .ok_or_else(|| {
+            AppError::Internal(format!(
+                "space {} of account {} is missing",
+                account.domain, account.id
+            ))
+        })?;
+    let mut input = Input::new(body)?;
+    let password = input.required_string("password");
+    let algorithm = input.string("algorithm");
+    check_algorithm(&mut input, algorithm.as_deref(), &space);
+    let current = state.store.passwords(account.id).await?;
+    if !current.is_empty()
+        && let Some(old) = input.required_string("old_password")
+    {
+        let correct = current.iter().any(|p| {
+            ct_eq(
+                &ha1(p.algorithm, &account.username, &space.realm, &old),
+                &p.ha1,
+            )
+        });
+        if !correct {
+            input.error("old_password", "Incorrect old password");
+        }
+    }
+    if let Some(p) = &password {
+        let probe = NewAccount {
+            username: account.username.clone(),
+            domain: account.domain.clone(),
+            ..Default::default()
+        };
+        input.merge(validate::new_account(&probe, Some(p)));
+    }
+    input.finish()?;
+    let Some(password) = password else {
+        return Err(AppError::field(
+            "password",
+            "The password field is required.",
+        ));
+    };
+    let hashed = hash_password(
+        space.password_algorithm,
+        &account.username,
+        &space.realm,
+        &password,
+    );
+    state.store.replace_passwords(account.id, &[hashed]).await?;
+    let update = AccountUpdate {
+        activated: Some(true),
+        ..Default::default()
+    };
+    let updated = state
+        .store
+        .update_account(account.id, &update, now_ms())
+        .await?
+        .ok_or_else(|| access::account_not_found(account.id))?;
+    tracing::info!(account_id = account.id, "password changed by its owner");
+    Ok(ApiReply::json(
+        200,
+        account_json(state, &updated, None).await?,
+    ))
+}
+
+/// Deletes an account (404 if it vanished meanwhile).
+async fn remove(state: &AppState, account: &Account) -> Result<(), AppError> {
+    if state.store.delete_account(account.id, now_ms()).await? {
+        Ok(())
+    } else {
+        Err(access::account_not_found(account.id))
+    }
+}
