@@ -169,8 +169,14 @@ pub fn public_base(settings: &Settings, space: &Space) -> String {
 }
 
 /// Directives appended to every log filter: warp and hyper log request paths (which carry
-/// tokens) at debug/trace level, so they are capped whatever the operator asks for.
-pub const REDACTING_DIRECTIVES: &[&str] = &["warp=info", "hyper=info", "hyper_util=info"];
+/// tokens), and tokio-postgres logs statement parameters (HA1s, token hashes), at debug/trace
+/// level, so they are capped whatever the operator asks for.
+pub const REDACTING_DIRECTIVES: &[&str] = &[
+    "warp=info",
+    "hyper=info",
+    "hyper_util=info",
+    "tokio_postgres=info",
+];
 
 /// The log filter for a base filter string (`RUST_LOG` syntax), with the redacting caps.
 pub fn log_filter(base: &str) -> tracing_subscriber::EnvFilter {
