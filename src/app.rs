@@ -30,7 +30,11 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
 }
 
 fn backend_name(url: &str) -> &'static str {
-    if url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" }
+    if url.starts_with("postgres") {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    }
 }
 
 /// Builds the shared state: store (migrated) and hooks (compiled). `metrics` installs the
@@ -141,13 +145,17 @@ pub struct MintedToken {
 }
 
 /// Mints a provisioning token for an account; it becomes the account's only live token.
-pub async fn mint_provisioning_token(store: &DynStore, account: &Account) -> anyhow::Result<MintedToken> {
+pub async fn mint_provisioning_token(
+    store: &DynStore,
+    account: &Account,
+) -> anyhow::Result<MintedToken> {
     let space = store
         .space_by_domain(&account.domain)
         .await?
         .with_context(|| format!("space {} not found", account.domain))?;
     let now = now_ms();
-    let expires_at = (space.token_lifetime_minutes > 0).then(|| now + space.token_lifetime_minutes * 60_000);
+    let expires_at =
+        (space.token_lifetime_minutes > 0).then(|| now + space.token_lifetime_minutes * 60_000);
     let token = new_token();
     store
         .create_provisioning_token(account.id, &hash_secret(&token), now, expires_at)

@@ -306,24 +306,48 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             json,
         }) => {
             let store = app::open_store(&settings).await?;
-            let out = crate::api::admin::create_admin(&store, &settings, &identity, &password, super_admin).await?;
+            let out = crate::api::admin::create_admin(
+                &store,
+                &settings,
+                &identity,
+                &password,
+                super_admin,
+            )
+            .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!("admin {identity} created");
-                println!("API key (shown once): {}", out["api_key"].as_str().unwrap_or(""));
+                println!(
+                    "API key (shown once): {}",
+                    out["api_key"].as_str().unwrap_or("")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Hooks(HooksCommand::Check { dir }) => {
             let dir = dir.unwrap_or_else(|| settings.hooks.dir.clone());
-            let ok = { let _ = (&dir, &settings.hooks); false }; // TEMP-HOOKS-TOOLS crate::hooks::tools::check_dir
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let ok = {
+                let _ = (&dir, &settings.hooks);
+                false
+            }; // TEMP-HOOKS-TOOLS crate::hooks::tools::check_dir
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Hooks(HooksCommand::Test { dir, bless }) => {
             let dir = dir.unwrap_or_else(|| settings.hooks.dir.clone());
-            let ok = { let _ = (&dir, &settings.hooks, bless); false }; // TEMP-HOOKS-TOOLS crate::hooks::tools::test_dir
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let ok = {
+                let _ = (&dir, &settings.hooks, bless);
+                false
+            }; // TEMP-HOOKS-TOOLS crate::hooks::tools::test_dir
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Render(args) => render_command(&settings, args).await,
     }
@@ -354,7 +378,9 @@ async fn serve(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
                 Ok(qr) => println!("{qr}"),
                 Err(e) => println!("(no QR code: {e})"),
             }
-            println!("The token works once; run `provisio token {DEMO_USER}@{DEMO_DOMAIN}` for another.");
+            println!(
+                "The token works once; run `provisio token {DEMO_USER}@{DEMO_DOMAIN}` for another."
+            );
         }
     })
     .await?;
@@ -377,7 +403,12 @@ async fn prepare_demo(store: &DynStore, settings: &Settings) -> anyhow::Result<S
                 .space_by_domain(DEMO_DOMAIN)
                 .await?
                 .context("demo space vanished")?;
-            let password = hash_password(space.password_algorithm, DEMO_USER, &space.realm, &new_password());
+            let password = hash_password(
+                space.password_algorithm,
+                DEMO_USER,
+                &space.realm,
+                &new_password(),
+            );
             store
                 .create_account(
                     &NewAccount {
@@ -397,7 +428,8 @@ async fn prepare_demo(store: &DynStore, settings: &Settings) -> anyhow::Result<S
 
 fn read_ini(path: &Option<PathBuf>, key: &str) -> anyhow::Result<Option<String>> {
     let Some(path) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     ini::parse(&text).map_err(|e| anyhow::anyhow!("{key} {}: {e}", path.display()))?;
     Ok(Some(text))
 }
@@ -410,9 +442,18 @@ async fn space_command(settings: &Settings, cmd: SpaceCommand) -> anyhow::Result
             let mut space = Space::new(&a.domain, a.host.as_deref().unwrap_or(&a.domain));
             space.name = a.name.unwrap_or_else(|| a.domain.clone());
             space.realm = a.realm.unwrap_or_else(|| a.domain.clone());
-            space.password_algorithm = a.algorithm.parse::<Algorithm>().map_err(anyhow::Error::msg)?;
-            space.header_mode = a.header_mode.parse::<HeaderMode>().map_err(anyhow::Error::msg)?;
-            space.hook_failure = a.hook_failure.parse::<HookFailure>().map_err(anyhow::Error::msg)?;
+            space.password_algorithm = a
+                .algorithm
+                .parse::<Algorithm>()
+                .map_err(anyhow::Error::msg)?;
+            space.header_mode = a
+                .header_mode
+                .parse::<HeaderMode>()
+                .map_err(anyhow::Error::msg)?;
+            space.hook_failure = a
+                .hook_failure
+                .parse::<HookFailure>()
+                .map_err(anyhow::Error::msg)?;
             space.base_rc = read_ini(&a.base_rc, "--base-rc")?;
             space.custom_entries = read_ini(&a.custom_entries, "--custom-entries")?;
             space.overwrite_all = a.overwrite_all;
@@ -420,10 +461,14 @@ async fn space_command(settings: &Settings, cmd: SpaceCommand) -> anyhow::Result
             space.public_url = a.public_url;
             space.token_lifetime_minutes = a.token_lifetime;
             space.super_space = a.super_space;
-            crate::api::validate::space(&space).map_err(|e| anyhow::anyhow!("{}", describe_validation(&e)))?;
+            crate::api::validate::space(&space)
+                .map_err(|e| anyhow::anyhow!("{}", describe_validation(&e)))?;
             let created = store.create_space(&space).await?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&crate::api::json::space(&created))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&crate::api::json::space(&created))?
+                );
             } else {
                 println!("space {} created (host {})", created.domain, created.host);
             }
@@ -470,7 +515,11 @@ pub fn split_identity(identity: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
-fn parse_pairs(pairs: &[String], sep: char, what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+fn parse_pairs(
+    pairs: &[String],
+    sep: char,
+    what: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
     pairs
         .iter()
         .map(|p| {
@@ -487,10 +536,9 @@ async fn account_command(settings: &Settings, cmd: AccountCommand) -> anyhow::Re
     match cmd {
         AccountCommand::Add(a) => {
             let (username, domain) = split_identity(&a.identity)?;
-            let space = store
-                .space_by_domain(&domain)
-                .await?
-                .with_context(|| format!("no space {domain}: create it with `provisio space add {domain}`"))?;
+            let space = store.space_by_domain(&domain).await?.with_context(|| {
+                format!("no space {domain}: create it with `provisio space add {domain}`")
+            })?;
             let (password, generated) = match a.password {
                 Some(p) => (p, false),
                 None => (new_password(), true),
@@ -504,14 +552,20 @@ async fn account_command(settings: &Settings, cmd: AccountCommand) -> anyhow::Re
                 activated: a.activated,
                 admin: a.admin,
                 dictionary: parse_pairs(&a.set, '=', "--set")?,
-                passwords: vec![hash_password(space.password_algorithm, &username, &space.realm, &password)],
+                passwords: vec![hash_password(
+                    space.password_algorithm,
+                    &username,
+                    &space.realm,
+                    &password,
+                )],
                 ..Default::default()
             };
             crate::api::validate::new_account(&new, Some(&password))
                 .map_err(|e| anyhow::anyhow!("{}", describe_validation(&e)))?;
             let account = store.create_account(&new, now_ms()).await?;
             if a.json {
-                let mut v = crate::api::json::account(&account, &store.passwords(account.id).await?, None);
+                let mut v =
+                    crate::api::json::account(&account, &store.passwords(account.id).await?, None);
                 if generated {
                     v["password"] = json!(password);
                 }
@@ -530,7 +584,10 @@ async fn account_command(settings: &Settings, cmd: AccountCommand) -> anyhow::Re
                     .iter()
                     .map(|a| crate::api::json::account(a, &[], None))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&json!({"total": total, "data": list}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"total": total, "data": list}))?
+                );
             } else {
                 for a in accounts {
                     println!(
@@ -560,7 +617,8 @@ async fn account_command(settings: &Settings, cmd: AccountCommand) -> anyhow::Re
             for key in unset {
                 dictionary.remove(&key);
             }
-            crate::api::validate::dictionary(&dictionary).map_err(|e| anyhow::anyhow!("{}", describe_validation(&e)))?;
+            crate::api::validate::dictionary(&dictionary)
+                .map_err(|e| anyhow::anyhow!("{}", describe_validation(&e)))?;
             let update = crate::store::AccountUpdate {
                 dictionary: Some(dictionary),
                 ..Default::default()
@@ -668,7 +726,8 @@ async fn render_command(settings: &Settings, args: RenderArgs) -> anyhow::Result
         Some(a) => store.passwords(a.id).await?,
         None => Vec::new(),
     };
-    let assembled = assemble::assemble(&space, account_space.as_ref(), account.as_ref(), &passwords)?;
+    let assembled =
+        assemble::assemble(&space, account_space.as_ref(), account.as_ref(), &passwords)?;
     let ctx = HookContext {
         space: space.clone(),
         account_space,

@@ -181,7 +181,8 @@ impl Settings {
             return bad("pool_size", "must be at least 1");
         }
         if !self.public_url.is_empty() {
-            validate_public_url(&self.public_url).map_err(|why| ConfigError(format!("key `public_url`: {why}")))?;
+            validate_public_url(&self.public_url)
+                .map_err(|why| ConfigError(format!("key `public_url`: {why}")))?;
         }
         let db = self.database.as_str();
         if !(db.is_empty()
@@ -208,16 +209,25 @@ impl Settings {
         }
         let h = &self.hooks;
         if h.max_operations == 0 {
-            return bad("hooks.max_operations", "must be positive (0 would mean unlimited)");
+            return bad(
+                "hooks.max_operations",
+                "must be positive (0 would mean unlimited)",
+            );
         }
         if h.deadline_ms == 0 {
             return bad("hooks.deadline_ms", "must be positive");
         }
         if h.max_call_levels == 0 || h.max_expr_depth == 0 || h.max_function_expr_depth == 0 {
-            return bad("hooks.max_call_levels", "call and expression depths must be positive");
+            return bad(
+                "hooks.max_call_levels",
+                "call and expression depths must be positive",
+            );
         }
         if h.max_string_size == 0 || h.max_array_size == 0 || h.max_map_size == 0 {
-            return bad("hooks.max_string_size", "size limits must be positive (0 would mean unlimited)");
+            return bad(
+                "hooks.max_string_size",
+                "size limits must be positive (0 would mean unlimited)",
+            );
         }
         Ok(())
     }
@@ -225,7 +235,10 @@ impl Settings {
     /// The database URL to open: the configured one, or SQLite in the data directory.
     pub fn database_url(&self) -> String {
         if self.database.is_empty() {
-            format!("sqlite://{}", self.data_dir.join("provisio.sqlite3").display())
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("provisio.sqlite3").display()
+            )
         } else {
             self.database.clone()
         }
@@ -285,7 +298,11 @@ mod tests {
     fn layers_and_errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\n[hooks]\ndeadline_ms = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\n[hooks]\ndeadline_ms = 7\n",
+        )
+        .unwrap();
         let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
         assert_eq!(s.listen.port(), 9999);
         assert_eq!(s.hooks.deadline_ms, 7);
@@ -297,15 +314,21 @@ mod tests {
         assert_eq!(Settings::load(Some(&file), &o).unwrap().listen.port(), 1234);
 
         std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
-        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        let e = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`listen`"), "{e}");
 
         std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
-        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        let e = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lisen"), "{e}");
 
         std::fs::write(&file, "database = \"mysql://x\"\n").unwrap();
-        let e = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        let e = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`database`"), "{e}");
 
         let missing = dir.path().join("missing.toml");

@@ -40,7 +40,9 @@ impl FromStr for Algorithm {
         match s {
             "MD5" | "md5" => Ok(Algorithm::Md5),
             "SHA-256" | "sha-256" => Ok(Algorithm::Sha256),
-            other => Err(format!("unknown algorithm {other:?} (expected MD5 or SHA-256)")),
+            other => Err(format!(
+                "unknown algorithm {other:?} (expected MD5 or SHA-256)"
+            )),
         }
     }
 }
@@ -141,7 +143,10 @@ impl UiFlags {
             ("super", b(self.super_space)),
             ("disable_chat_feature", b(self.disable_chat_feature)),
             ("disable_meetings_feature", b(self.disable_meetings_feature)),
-            ("disable_broadcast_feature", b(self.disable_broadcast_feature)),
+            (
+                "disable_broadcast_feature",
+                b(self.disable_broadcast_feature),
+            ),
             ("hide_settings", b(self.hide_settings)),
             ("hide_account_settings", b(self.hide_account_settings)),
             (
@@ -156,7 +161,10 @@ impl UiFlags {
                 "assistant_hide_create_account",
                 b(self.assistant_hide_create_account),
             ),
-            ("assistant_disable_qr_code", b(self.assistant_disable_qr_code)),
+            (
+                "assistant_disable_qr_code",
+                b(self.assistant_disable_qr_code),
+            ),
             (
                 "assistant_hide_third_party_account",
                 b(self.assistant_hide_third_party_account),
@@ -193,7 +201,9 @@ impl FromStr for HookFailure {
         match s {
             "fail" => Ok(HookFailure::Fail),
             "skip" => Ok(HookFailure::Skip),
-            other => Err(format!("unknown hook failure mode {other:?} (expected fail or skip)")),
+            other => Err(format!(
+                "unknown hook failure mode {other:?} (expected fail or skip)"
+            )),
         }
     }
 }

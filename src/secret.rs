@@ -63,7 +63,12 @@ pub fn ha1(algorithm: Algorithm, username: &str, realm: &str, password: &str) ->
 }
 
 /// The stored form of a clear password for an account in a realm.
-pub fn hash_password(algorithm: Algorithm, username: &str, realm: &str, password: &str) -> NewPassword {
+pub fn hash_password(
+    algorithm: Algorithm,
+    username: &str,
+    realm: &str,
+    password: &str,
+) -> NewPassword {
     NewPassword {
         algorithm,
         ha1: ha1(algorithm, username, realm, password),
@@ -98,7 +103,10 @@ mod tests {
         let b = new_token();
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_eq!(hash_secret(&a).len(), 32);
         assert_eq!(fingerprint(&a).len(), 8);
         assert_eq!(new_password().len(), 20);

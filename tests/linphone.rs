@@ -75,7 +75,9 @@ both_backends!(real_client_applies_document, |app: TestApp| async move {
     let token = app.token(&account).await;
     // Host 127.0.0.1 is not a space host: with one space, it is the one that answers.
     let url = format!("{}/provisioning/{token}", app.base);
-    let (code, rc, err) = tokio::task::spawn_blocking(move || provision_check(&url, false)).await.unwrap();
+    let (code, rc, err) = tokio::task::spawn_blocking(move || provision_check(&url, false))
+        .await
+        .unwrap();
     assert_eq!(code, 0, "provisioning failed:\n{err}\n{rc}");
     let ha1 = independent_ha1(Algorithm::Sha256, "alice", "client.example.test", "secret");
     for line in [
@@ -87,11 +89,16 @@ both_backends!(real_client_applies_document, |app: TestApp| async move {
         "algorithm=SHA-256".to_string(),
         "greeting=hello from provisio".to_string(),
     ] {
-        assert!(rc.lines().any(|l| l == line), "missing {line:?} in applied rc:\n{rc}");
+        assert!(
+            rc.lines().any(|l| l == line),
+            "missing {line:?} in applied rc:\n{rc}"
+        );
     }
     // The token was consumed: a second client gets an http error and applies nothing.
     let url = format!("{}/provisioning/{token}", app.base);
-    let (code, _, _) = tokio::task::spawn_blocking(move || provision_check(&url, false)).await.unwrap();
+    let (code, _, _) = tokio::task::spawn_blocking(move || provision_check(&url, false))
+        .await
+        .unwrap();
     assert_eq!(code, 1);
 });
 
@@ -105,11 +112,18 @@ struct Kamailio {
 impl Kamailio {
     fn start(realm: &str, ha1: &str, algorithm: Algorithm) -> Kamailio {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let modules = ["/usr/lib/x86_64-linux-gnu/kamailio/modules/", "/usr/lib/kamailio/modules/"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("kamailio modules directory");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let modules = [
+            "/usr/lib/x86_64-linux-gnu/kamailio/modules/",
+            "/usr/lib/kamailio/modules/",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("kamailio modules directory");
         let cfg = format!(
             r#"#!KAMAILIO
 debug=2
@@ -148,13 +162,32 @@ request_route {{
         );
         let cfg_path = dir.path().join("kamailio.cfg");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let check = Command::new("kamailio").arg("-c").arg("-f").arg(&cfg_path).output().unwrap();
-        assert!(check.status.success(), "kamailio config check: {}", String::from_utf8_lossy(&check.stderr));
+        let check = Command::new("kamailio")
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg_path)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "kamailio config check: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
         let run = dir.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
         let log = std::fs::File::create(dir.path().join("kamailio.log")).unwrap();
         let child = Command::new("kamailio")
-            .args(["-f", cfg_path.to_str().unwrap(), "-DD", "-E", "-m", "64", "-M", "8", "-Y"])
+            .args([
+                "-f",
+                cfg_path.to_str().unwrap(),
+                "-DD",
+                "-E",
+                "-m",
+                "64",
+                "-M",
+                "8",
+                "-Y",
+            ])
             .arg(&run)
             .arg("-P")
             .arg(run.join("kamailio.pid"))
@@ -169,7 +202,11 @@ request_route {{
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Kamailio { child, port, _dir: dir }
+        Kamailio {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     fn log(&self) -> String {
@@ -206,9 +243,12 @@ async fn register_case(algorithm: Algorithm, domain: &str) {
     let alice = app.account(&space, "alice", "secret").await;
     let token = app.token(&alice).await;
     let url = format!("{}/provisioning/{token}", app.base);
-    let (code, rc, err) = tokio::task::spawn_blocking(move || provision_check(&url, true)).await.unwrap();
+    let (code, rc, err) = tokio::task::spawn_blocking(move || provision_check(&url, true))
+        .await
+        .unwrap();
     assert_eq!(
-        code, 0,
+        code,
+        0,
         "{algorithm}: REGISTER with provisioned credentials failed:\n{err}\n{rc}\nkamailio:\n{}",
         kamailio.log()
     );
@@ -219,8 +259,13 @@ async fn register_case(algorithm: Algorithm, domain: &str) {
     let mallory = app.account(&space, "mallory", "wrong-password").await;
     let token = app.token(&mallory).await;
     let url = format!("{}/provisioning/{token}", app.base);
-    let (code, rc, err) = tokio::task::spawn_blocking(move || provision_check(&url, true)).await.unwrap();
-    assert_eq!(code, 4, "{algorithm}: a wrong password must not register:\n{err}\n{rc}");
+    let (code, rc, err) = tokio::task::spawn_blocking(move || provision_check(&url, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        code, 4,
+        "{algorithm}: a wrong password must not register:\n{err}\n{rc}"
+    );
     assert!(kamailio.log().contains("REGTEST AUTH-OK"));
     assert!(kamailio.log().contains("REGTEST AUTH-FAIL"));
     app.stop().await;

@@ -41,7 +41,9 @@ async fn secrets_never_logged() {
     let app = TestApp::start(Backend::Sqlite).await.unwrap();
     let space = app.space("sip.example.com", |_| {}).await;
     let account = app.account(&space, "anna", "very-secret-pw").await;
-    let ha1 = app.state.store.passwords(account.id).await.unwrap()[0].ha1.clone();
+    let ha1 = app.state.store.passwords(account.id).await.unwrap()[0]
+        .ha1
+        .clone();
     let token = app.token(&account).await;
     let wrong = new_token();
 
@@ -53,19 +55,30 @@ async fn secrets_never_logged() {
         format!("/provisioning/{wrong}"),
         format!("/provisioning/auth_token/{wrong}"),
     ] {
-        app.provision("sip.example.com", &path).send().await.unwrap();
+        app.provision("sip.example.com", &path)
+            .send()
+            .await
+            .unwrap();
     }
     app.provision("sip.example.com", "/provisioning/me")
         .header("x-api-key", wrong.as_str())
         .send()
         .await
         .unwrap();
-    let new_ha1 = app.state.store.passwords(account.id).await.unwrap()[0].ha1.clone();
+    let new_ha1 = app.state.store.passwords(account.id).await.unwrap()[0]
+        .ha1
+        .clone();
     app.stop().await;
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("/provisioning/{token}"), "requests are logged, redacted:\n{logs}");
-    assert!(logs.contains(&fingerprint(&wrong)), "refusals name the token's fingerprint");
+    assert!(
+        logs.contains("/provisioning/{token}"),
+        "requests are logged, redacted:\n{logs}"
+    );
+    assert!(
+        logs.contains(&fingerprint(&wrong)),
+        "refusals name the token's fingerprint"
+    );
     for (what, secret) in [
         ("token", token.as_str()),
         ("unknown token", wrong.as_str()),
@@ -78,5 +91,8 @@ async fn secrets_never_logged() {
             panic!("the {what} reached the logs, in a line starting: {line:?}");
         }
     }
-    assert!(!logs.contains(&hex::encode(hash_secret(&token))), "not even the stored hash");
+    assert!(
+        !logs.contains(&hex::encode(hash_secret(&token))),
+        "not even the stored hash"
+    );
 }

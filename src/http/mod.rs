@@ -34,19 +34,21 @@ use warp::reply::Response;
 pub struct ClientAddr(pub SocketAddr);
 
 /// Hands every handler the shared state (warp's idiom for `with_state`).
-pub fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+pub fn with_state(
+    state: AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
 
 /// The raw query string, or empty when there is none (warp's own filter rejects that case).
 fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
-    warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
+    warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
 /// Builds the transport-neutral [`RequestInfo`] for a route.
-pub fn request_info(route: RouteKind) -> impl Filter<Extract = (RequestInfo,), Error = Infallible> + Clone {
+pub fn request_info(
+    route: RouteKind,
+) -> impl Filter<Extract = (RequestInfo,), Error = Infallible> + Clone {
     warp::method()
         .and(warp::path::full())
         .and(raw_query())
@@ -58,7 +60,14 @@ pub fn request_info(route: RouteKind) -> impl Filter<Extract = (RequestInfo,), E
                   raw_query: String,
                   headers: HeaderMap,
                   addr: Option<ClientAddr>| {
-                build_request_info(route, method.as_str(), path.as_str(), raw_query, &headers, addr)
+                build_request_info(
+                    route,
+                    method.as_str(),
+                    path.as_str(),
+                    raw_query,
+                    &headers,
+                    addr,
+                )
             },
         )
 }
@@ -185,8 +194,14 @@ pub async fn serve(
     }
     drop(listener);
     let grace = Duration::from_secs(settings.shutdown_grace_seconds);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(seconds = grace.as_secs(), "requests still open after the shutdown grace period; closing them");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = grace.as_secs(),
+            "requests still open after the shutdown grace period; closing them"
+        );
     }
     Ok(())
 }
@@ -198,11 +213,23 @@ mod tests {
     #[test]
     fn secrets_never_reach_span_paths() {
         assert_eq!(redact_path("/provisioning/abc123"), "/provisioning/{token}");
-        assert_eq!(redact_path("/provisioning/qrcode/abc"), "/provisioning/qrcode/{token}");
-        assert_eq!(redact_path("/provisioning/auth_token/abc"), "/provisioning/auth_token/{token}");
+        assert_eq!(
+            redact_path("/provisioning/qrcode/abc"),
+            "/provisioning/qrcode/{token}"
+        );
+        assert_eq!(
+            redact_path("/provisioning/auth_token/abc"),
+            "/provisioning/auth_token/{token}"
+        );
         assert_eq!(redact_path("/wizard/abc"), "/wizard/{token}");
-        assert_eq!(redact_path("/api/accounts/auth_token/abc/attach"), "/api/accounts/auth_token/{token}/attach");
-        assert_eq!(redact_path("/api/accounts/me/api_key/abc"), "/api/accounts/me/api_key/{token}");
+        assert_eq!(
+            redact_path("/api/accounts/auth_token/abc/attach"),
+            "/api/accounts/auth_token/{token}/attach"
+        );
+        assert_eq!(
+            redact_path("/api/accounts/me/api_key/abc"),
+            "/api/accounts/me/api_key/{token}"
+        );
         assert_eq!(redact_path("/provisioning/me"), "/provisioning/me");
         assert_eq!(redact_path("/api/accounts/12"), "/api/accounts/12");
     }

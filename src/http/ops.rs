@@ -9,7 +9,9 @@ use warp::reply::Response;
 
 /// `/healthz`, `/readyz`, `/metrics`.
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let healthz = warp::path!("healthz").and(warp::get()).map(|| reply::json(200, &json!({"status": "ok"})));
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| reply::json(200, &json!({"status": "ok"})));
     let readyz = warp::path!("readyz")
         .and(warp::get())
         .and(with_state(state.clone()))
@@ -19,7 +21,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(with_state(state))
         .map(|state: AppState| match &state.metrics {
             Some(handle) => reply::with_body(200, "text/plain; version=0.0.4", handle.render()),
-            None => reply::json(404, &json!({"message": "metrics are not enabled in this process"})),
+            None => reply::json(
+                404,
+                &json!({"message": "metrics are not enabled in this process"}),
+            ),
         });
     healthz.or(readyz).unify().or(metrics).unify().boxed()
 }
@@ -27,7 +32,10 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 /// `GET /readyz` — 200 when the database answers, 503 otherwise.
 async fn readyz(state: AppState) -> Response {
     match state.store.ping().await {
-        Ok(()) => reply::json(200, &json!({"status": "ready", "store": state.store.backend()})),
+        Ok(()) => reply::json(
+            200,
+            &json!({"status": "ready", "store": state.store.backend()}),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             reply::json(503, &json!({"status": "unavailable"}))

@@ -4,11 +4,11 @@ use crate::auth;
 use crate::error::AppError;
 use crate::http::reply;
 use crate::http::{request_info, with_state};
+use crate::model::{Space, now_ms};
 use crate::pipeline::identity::check_provisioning_token;
 use crate::pipeline::request::{RequestInfo, RouteKind};
 use crate::pipeline::reset::RESET_PASSWORD;
 use crate::pipeline::{self, Credential, space};
-use crate::model::{Space, now_ms};
 use crate::state::AppState;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -64,12 +64,18 @@ async fn provisioning_anonymous(state: AppState, request: RequestInfo) -> Respon
 
 /// `GET /provisioning/{token}[?reset_password]` — consumes the token, activates the account.
 async fn provisioning_token(token: String, state: AppState, request: RequestInfo) -> Response {
-    document(&state, &request, |_, _| async move { Ok(Credential::ProvisioningToken(token)) }).await
+    document(&state, &request, |_, _| async move {
+        Ok(Credential::ProvisioningToken(token))
+    })
+    .await
 }
 
 /// `GET /provisioning/auth_token/{token}[?reset_password]` — redeems an attached auth token.
 async fn provisioning_auth_token(token: String, state: AppState, request: RequestInfo) -> Response {
-    document(&state, &request, |_, _| async move { Ok(Credential::AuthToken(token)) }).await
+    document(&state, &request, |_, _| async move {
+        Ok(Credential::AuthToken(token))
+    })
+    .await
 }
 
 /// `GET /provisioning/me[?reset_password]` — the document of the authenticated account
@@ -110,7 +116,13 @@ async fn provisioning_qrcode(token: String, state: AppState, request: RequestInf
     let result = async {
         let space = space::resolve(state.store.as_ref(), &request.host).await?;
         check_provisioning_token(&state, &token, now_ms()).await?;
-        let url = provisioning_url(&state, &space, &request, &token, request.has_query(RESET_PASSWORD));
+        let url = provisioning_url(
+            &state,
+            &space,
+            &request,
+            &token,
+            request.has_query(RESET_PASSWORD),
+        );
         let png = png_blocking(url.clone()).await?;
         Ok::<_, AppError>((url, png))
     }
@@ -138,7 +150,13 @@ pub async fn png_blocking(url: String) -> Result<Vec<u8>, AppError> {
 }
 
 /// The absolute provisioning URL of a token, on the space's public base URL.
-pub fn provisioning_url(state: &AppState, space: &Space, request: &RequestInfo, token: &str, reset: bool) -> String {
+pub fn provisioning_url(
+    state: &AppState,
+    space: &Space,
+    request: &RequestInfo,
+    token: &str,
+    reset: bool,
+) -> String {
     let mut url = format!("{}/provisioning/{token}", base_url(state, space, request));
     if reset {
         url.push_str("?reset_password=1");
@@ -157,7 +175,11 @@ pub fn base_url(state: &AppState, space: &Space, request: &RequestInfo) -> Strin
     }
     let host = request
         .header("host")
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+        })
         .map(str::to_string)
         .unwrap_or_else(|| state.settings.listen.to_string());
     format!("http://{host}")

@@ -58,7 +58,10 @@ pub async fn handle_rejection(rejection: warp::Rejection) -> Result<Response, In
         (400, format!("Invalid JSON: {e}"))
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         (413, "Payload Too Large".to_string())
-    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
         (415, "Unsupported Media Type".to_string())
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         (405, "Method Not Allowed".to_string())

@@ -35,7 +35,13 @@ async fn wizard(token: String, state: AppState, request: RequestInfo) -> Respons
     let result = async {
         let space = space::resolve(state.store.as_ref(), &request.host).await?;
         check_provisioning_token(&state, &token, now_ms()).await?;
-        let url = provisioning_url(&state, &space, &request, &token, request.has_query(RESET_PASSWORD));
+        let url = provisioning_url(
+            &state,
+            &space,
+            &request,
+            &token,
+            request.has_query(RESET_PASSWORD),
+        );
         let png = png_blocking(url.clone()).await?;
         Ok::<_, AppError>(page(&space.name, &url, &png))
     }

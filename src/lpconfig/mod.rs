@@ -54,7 +54,10 @@ pub fn check_value(what: &str, value: &str) -> Result<(), ValueError> {
 pub fn check_section_name(name: &str) -> Result<(), ValueError> {
     let what = format!("section name {name:?}");
     if name.trim().is_empty() {
-        return Err(ValueError::BadName { what, why: "it is empty" });
+        return Err(ValueError::BadName {
+            what,
+            why: "it is empty",
+        });
     }
     if name.contains('[') || name.contains(']') {
         return Err(ValueError::BadName {
@@ -69,7 +72,10 @@ pub fn check_section_name(name: &str) -> Result<(), ValueError> {
 pub fn check_entry_name(name: &str) -> Result<(), ValueError> {
     let what = format!("entry name {name:?}");
     if name.trim().is_empty() {
-        return Err(ValueError::BadName { what, why: "it is empty" });
+        return Err(ValueError::BadName {
+            what,
+            why: "it is empty",
+        });
     }
     if name.contains('=') {
         return Err(ValueError::BadName {

@@ -61,7 +61,10 @@ impl Section {
 
     /// The value of the first entry with this name.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries.iter().find(|e| e.name == name).map(|e| e.value.as_str())
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.as_str())
     }
 
     /// The first entry with this name.

@@ -97,26 +97,24 @@ pub fn parse(xml: &str) -> Result<Config, String> {
                         }
                     }
                     other => {
-                        return Err(format!(
-                            "unexpected element <{}>",
-                            other
-                        ));
+                        return Err(format!("unexpected element <{}>", other));
                     }
                 }
             }
             Event::Text(t) => {
                 if let Some(entry) = in_entry.as_mut() {
                     let text = t.xml10_content();
-                    entry.value.push_str(
-                        &quick_xml::escape::unescape(&text).map_err(|e| e.to_string())?,
-                    );
+                    entry
+                        .value
+                        .push_str(&quick_xml::escape::unescape(&text).map_err(|e| e.to_string())?);
                 }
             }
             Event::GeneralRef(r) => {
                 if let Some(entry) = in_entry.as_mut() {
                     let name = r.xml10_content();
                     let reference = format!("&{name};");
-                    let text = quick_xml::escape::unescape(&reference).map_err(|e| e.to_string())?;
+                    let text =
+                        quick_xml::escape::unescape(&reference).map_err(|e| e.to_string())?;
                     entry.value.push_str(&text);
                 }
             }
@@ -158,7 +156,10 @@ mod tests {
     fn renders_flexiapi_shape() {
         let mut c = Config::new();
         let i = c.get_or_create("proxy_0");
-        c.sections[i].push("reg_identity", "\"Anna O'Reily\" <sip:anna@sip.example.com>");
+        c.sections[i].push(
+            "reg_identity",
+            "\"Anna O'Reily\" <sip:anna@sip.example.com>",
+        );
         c.sections[i].push("empty", "");
         c.push_section("void");
         assert_eq!(

@@ -114,7 +114,8 @@ mod tests {
     fn flexiapi_order() {
         let mut space = Space::new("sip.example.com", "sip.example.com");
         space.custom_entries = Some(
-            "[sip]\ntransport=tls\n[proxy_0]\nreg_proxy=<sip:sip.example.com;transport=tls>\n".into(),
+            "[sip]\ntransport=tls\n[proxy_0]\nreg_proxy=<sip:sip.example.com;transport=tls>\n"
+                .into(),
         );
         space.vcard_list_url = Some("https://sip.example.com/contacts/vcard".into());
         let pw = Password {
@@ -124,14 +125,20 @@ mod tests {
             ha1: "e372".into(),
         };
         let a = assemble(&space, Some(&space), Some(&anna()), &[pw]).unwrap();
-        assert_eq!(a.config.names(), vec!["sip", "proxy_0", "misc", "ui", "auth_info_0"]);
+        assert_eq!(
+            a.config.names(),
+            vec!["sip", "proxy_0", "misc", "ui", "auth_info_0"]
+        );
         assert_eq!(a.proxy_section, Some(1));
         assert_eq!(a.auth_info_sections[0].0, 4);
         let xml = render(&a.config);
-        assert!(xml.contains(
-            "<entry name=\"reg_proxy\">&lt;sip:sip.example.com;transport=tls&gt;</entry>\
+        assert!(
+            xml.contains(
+                "<entry name=\"reg_proxy\">&lt;sip:sip.example.com;transport=tls&gt;</entry>\
              <entry name=\"reg_identity\">\"Anna O'Reily\" &lt;sip:anna@sip.example.com&gt;</entry>"
-        ), "{xml}");
+            ),
+            "{xml}"
+        );
         assert!(xml.contains(
             "<section name=\"auth_info_0\"><entry name=\"username\">anna</entry>\
              <entry name=\"domain\">sip.example.com</entry><entry name=\"ha1\">e372</entry>\

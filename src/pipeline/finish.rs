@@ -12,8 +12,8 @@ pub fn finish(mut config: Config, space: &Space) -> Result<String, AppError> {
     if space.overwrite_all {
         config.overwrite_all();
     }
-    config
-        .validate()
-        .map_err(|e| AppError::Internal(format!("document for space {} refused: {e}", space.domain)))?;
+    config.validate().map_err(|e| {
+        AppError::Internal(format!("document for space {} refused: {e}", space.domain))
+    })?;
     Ok(xml::render(&config))
 }

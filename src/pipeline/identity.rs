@@ -42,7 +42,11 @@ pub struct Identity {
 }
 
 /// Resolves a credential without consuming anything.
-pub async fn resolve(state: &AppState, credential: &Credential, now: i64) -> Result<Identity, AppError> {
+pub async fn resolve(
+    state: &AppState,
+    credential: &Credential,
+    now: i64,
+) -> Result<Identity, AppError> {
     let account = match credential {
         Credential::Anonymous => return Ok(Identity::default()),
         Credential::ProvisioningToken(token) => {
@@ -51,7 +55,10 @@ pub async fn resolve(state: &AppState, credential: &Credential, now: i64) -> Res
         }
         Credential::AuthToken(token) => {
             let not_before = now - state.settings.auth_token_ttl_minutes * 60_000;
-            let found = state.store.auth_token(&hash_secret(token), not_before).await?;
+            let found = state
+                .store
+                .auth_token(&hash_secret(token), not_before)
+                .await?;
             let Some(account_id) = found.and_then(|t| t.account_id) else {
                 tracing::info!(token_fp = %fingerprint(token), "auth token unknown, expired or not attached");
                 return Err(not_found());
@@ -74,7 +81,11 @@ pub async fn resolve(state: &AppState, credential: &Credential, now: i64) -> Res
 
 /// Checks a provisioning token as the QR, wizard and provisioning routes all need it: it must
 /// exist, be unused and be its account's latest (404), and not be expired (410).
-pub async fn check_provisioning_token(state: &AppState, token: &str, now: i64) -> Result<i64, AppError> {
+pub async fn check_provisioning_token(
+    state: &AppState,
+    token: &str,
+    now: i64,
+) -> Result<i64, AppError> {
     let found = state.store.provisioning_token(&hash_secret(token)).await?;
     let Some(t) = found.filter(|t| !t.used && t.current) else {
         tracing::info!(token_fp = %fingerprint(token), "provisioning token unknown, used or superseded");

@@ -55,7 +55,9 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// A header value by (any-case) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     /// The User-Agent header, or an empty string.

@@ -13,7 +13,11 @@ use crate::secret::{hash_password, new_password};
 pub const RESET_PASSWORD: &str = "reset_password";
 
 /// The replacement password, if one was asked for and there is an account.
-pub fn prepare(request: &RequestInfo, who: &Identity, request_space: &Space) -> Option<NewPassword> {
+pub fn prepare(
+    request: &RequestInfo,
+    who: &Identity,
+    request_space: &Space,
+) -> Option<NewPassword> {
     let account = who.account.as_ref()?;
     if !request.has_query(RESET_PASSWORD) {
         return None;

@@ -24,7 +24,11 @@ pub fn normalize_host(raw: &str) -> String {
         raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) { h } else { raw }
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
         })
     };
     host.to_ascii_lowercase()

@@ -191,7 +191,11 @@ pub trait Store: Send + Sync {
     /// The account with this id.
     async fn account(&self, id: i64) -> StoreResult<Option<Account>>;
     /// The account `username@domain`.
-    async fn account_by_identity(&self, username: &str, domain: &str) -> StoreResult<Option<Account>>;
+    async fn account_by_identity(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> StoreResult<Option<Account>>;
     /// A page of accounts (by id), optionally of one domain, and the total count.
     async fn list_accounts(
         &self,
@@ -200,14 +204,23 @@ pub trait Store: Send + Sync {
         limit: i64,
     ) -> StoreResult<(Vec<Account>, i64)>;
     /// Applies a partial update; `None` if the account does not exist.
-    async fn update_account(&self, id: i64, update: &AccountUpdate, now: i64) -> StoreResult<Option<Account>>;
+    async fn update_account(
+        &self,
+        id: i64,
+        update: &AccountUpdate,
+        now: i64,
+    ) -> StoreResult<Option<Account>>;
     /// Deletes an account (cascading to its passwords, tokens, keys and nonces) and writes a
     /// tombstone so its identity is never reused; false if it did not exist.
     async fn delete_account(&self, id: i64, now: i64) -> StoreResult<bool>;
     /// The account's passwords, by id.
     async fn passwords(&self, account_id: i64) -> StoreResult<Vec<Password>>;
     /// Atomically replaces all of an account's passwords.
-    async fn replace_passwords(&self, account_id: i64, passwords: &[NewPassword]) -> StoreResult<()>;
+    async fn replace_passwords(
+        &self,
+        account_id: i64,
+        passwords: &[NewPassword],
+    ) -> StoreResult<()>;
 
     // ---- provisioning tokens ----------------------------------------------------------------
 
@@ -242,9 +255,18 @@ pub trait Store: Send + Sync {
         now: i64,
     ) -> StoreResult<()>;
     /// Reads an auth token minted after `not_before`; `None` if unknown or older.
-    async fn auth_token(&self, token_hash: &[u8], not_before: i64) -> StoreResult<Option<AuthTokenState>>;
+    async fn auth_token(
+        &self,
+        token_hash: &[u8],
+        not_before: i64,
+    ) -> StoreResult<Option<AuthTokenState>>;
     /// Attaches a fresh (minted after `not_before`) unattached token to the account; false otherwise.
-    async fn attach_auth_token(&self, token_hash: &[u8], account_id: i64, not_before: i64) -> StoreResult<bool>;
+    async fn attach_auth_token(
+        &self,
+        token_hash: &[u8],
+        account_id: i64,
+        not_before: i64,
+    ) -> StoreResult<bool>;
     /// In one transaction: deletes the token if it is attached and minted after `not_before`,
     /// and with `reset` replaces its account's passwords. Returns the account id to exactly
     /// one caller.
@@ -305,9 +327,13 @@ pub trait Store: Send + Sync {
 /// `sqlite://PATH` or a plain path for SQLite.
 pub async fn open(url: &str, pool_size: usize) -> anyhow::Result<DynStore> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PostgresStore::connect(url, pool_size).await?))
+        Ok(Arc::new(
+            postgres::PostgresStore::connect(url, pool_size).await?,
+        ))
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path), pool_size).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(std::path::Path::new(path), pool_size).await?,
+        ))
     }
 }

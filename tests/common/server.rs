@@ -42,7 +42,10 @@ impl TestApp {
     }
 
     /// Starts a server after letting the test adjust its settings.
-    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+    pub async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
         let dir = tempfile::tempdir().expect("temp dir");
         let hooks_dir = dir.path().join("hooks");
         std::fs::create_dir_all(&hooks_dir).expect("hooks dir");
@@ -60,7 +63,9 @@ impl TestApp {
         settings.hooks.dir = hooks_dir.clone();
         settings.hooks.watch = false;
         adjust(&mut settings);
-        let state = app::build_state(settings, false).await.expect("build state");
+        let state = app::build_state(settings, false)
+            .await
+            .expect("build state");
         let running = app::spawn(state.clone(), "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("spawn server");
@@ -79,7 +84,11 @@ impl TestApp {
     pub async fn space(&self, domain: &str, adjust: impl FnOnce(&mut Space)) -> Space {
         let mut space = Space::new(domain, domain);
         adjust(&mut space);
-        self.state.store.create_space(&space).await.expect("create space")
+        self.state
+            .store
+            .create_space(&space)
+            .await
+            .expect("create space")
     }
 
     /// Creates an account with a clear password hashed in the space's realm and algorithm.
@@ -98,7 +107,12 @@ impl TestApp {
         let mut new = NewAccount {
             username: username.to_string(),
             domain: space.domain.clone(),
-            passwords: vec![hash_password(space.password_algorithm, username, &space.realm, password)],
+            passwords: vec![hash_password(
+                space.password_algorithm,
+                username,
+                &space.realm,
+                password,
+            )],
             ..Default::default()
         };
         adjust(&mut new);
@@ -157,7 +171,12 @@ pub fn independent_ha1(algorithm: Algorithm, user: &str, realm: &str, password: 
         .write_all(format!("{user}:{realm}:{password}").as_bytes())
         .expect("write");
     let out = child.wait_with_output().expect("hash tool output");
-    String::from_utf8(out.stdout).expect("utf8").split_whitespace().next().expect("digest").to_string()
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_string()
 }
 
 /// Runs one async test body on both stores: `both_backends!(name, |app| async move { … })`.
@@ -170,16 +189,19 @@ macro_rules! both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite() {
-                let app = $crate::common::server::TestApp::start($crate::common::server::Backend::Sqlite)
-                    .await
-                    .expect("sqlite always runs");
+                let app =
+                    $crate::common::server::TestApp::start($crate::common::server::Backend::Sqlite)
+                        .await
+                        .expect("sqlite always runs");
                 ($body)(app).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                if let Some(app) =
-                    $crate::common::server::TestApp::start($crate::common::server::Backend::Postgres).await
+                if let Some(app) = $crate::common::server::TestApp::start(
+                    $crate::common::server::Backend::Postgres,
+                )
+                .await
                 {
                     ($body)(app).await;
                 }
