@@ -1,0 +1,415 @@
+//! Rhai hooks: per-tenant scripts that shape the provisioning document, sandboxed and
+//! hot-reloaded. The script-facing reference is `docs/hooks.md`.
+//!
+//! - [`engine`] builds the one sandboxed engine (limits, deadline, import gate, logging);
+//! - [`api`] is what scripts see (`config`, `section`, `request`, `account`, `password`,
+//!   `deny`, `log_*`);
+//! - [`set`] compiles a directory into a [`set::HookSet`] and formats errors as `file:line`;
+//! - `reload` watches the directory and swaps sets atomically;
+//! - [`tools`] backs `provisio hooks check|test` and fixture rendering.
+//!
+//! **Order of execution** for one request: the scripts are `default.rhai`, then
+//! `<space-domain>.rhai`; for each script in turn, `on_proxy` (on `proxy_0`, accounts only),
+//! `on_auth_info` once per SIP password's `auth_info_N`, then `on_config` (always, anonymous
+//! included, with `account` = `()`). This is FlexiAPI's order (proxy, auth, additional
+//! sections), per script. All of it happens before overwrite-all and the value rule.
+//!
+//! **Failures.** `deny(status, message)` always refuses the request
+//! ([`AppError::Denied`]). Any other script error (including a limit or the deadline) is
+//! logged with file and line, then — per the space's `hook_failure` — fails the request
+//! ([`AppError::Hook`], a generic 500: the client keeps its previous configuration) or, with
+//! `skip`, serves the document without that script's changes.
+
+pub mod api;
+pub mod engine;
+mod reload;
+pub mod set;
+pub mod tools;
+
+pub use reload::WatchGuard;
+
+use crate::config::HookSettings;
+use crate::error::AppError;
+use crate::lpconfig::Config;
+use crate::model::{Account, HookFailure, Password, Space, iso_time, now_ms};
+use crate::pipeline::request::RequestInfo;
+use anyhow::Context as _;
+use api::{ConfigHandle, DenyToken, Doc, SectionHandle, SharedDoc};
+use arc_swap::ArcSwap;
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
+use serde::Serialize;
+use set::{FileReport, HookSet, Script};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Name of the metric counting reloads that failed to compile.
+pub const RELOAD_FAILURES_METRIC: &str = "provisio_hook_reload_failures_total";
+/// Name of the metric counting script failures at request time (label `script`).
+pub const RUN_FAILURES_METRIC: &str = "provisio_hook_failures_total";
+
+/// Everything a hook call may read, gathered before the scripts run (scripts never reach the
+/// database or the network).
+#[derive(Debug, Clone)]
+pub struct HookContext {
+    /// The request's space (selects `<domain>.rhai`, and its failure mode).
+    pub space: Space,
+    /// The account's own space (realm, ui flags), when there is an account.
+    pub account_space: Option<Space>,
+    /// The request.
+    pub request: RequestInfo,
+    /// The account being provisioned; `None` for anonymous `/provisioning`.
+    pub account: Option<Account>,
+    /// Index in `config.sections` of `proxy_0` (after `reg_identity` was added).
+    pub proxy_section: Option<usize>,
+    /// Index in `config.sections` of each SIP password's `auth_info_N`, with that password.
+    pub auth_info_sections: Vec<(usize, Password)>,
+}
+
+/// Reload bookkeeping, shown by [`Hooks::status`].
+#[derive(Debug, Default)]
+struct ReloadState {
+    reloads: u64,
+    failures: u64,
+    last_error: Option<String>,
+    last_error_at: Option<i64>,
+    healthy: bool,
+}
+
+/// What an operator needs to know about the live scripts (served as JSON on an admin route).
+#[derive(Debug, Clone, Serialize)]
+pub struct HookStatus {
+    /// The hooks directory.
+    pub dir: String,
+    /// Whether a watcher is reloading on change.
+    pub watching: bool,
+    /// The live scripts and modules, with the hooks each defines.
+    pub scripts: Vec<FileReport>,
+    /// When the live set was compiled (ISO 8601).
+    pub loaded_at: String,
+    /// Successful reloads since start (the initial load not counted).
+    pub reloads: u64,
+    /// Reloads refused because a script did not compile.
+    pub reload_failures: u64,
+    /// The latest reload error (`file:line:col: message`, one per line), if any ever happened.
+    pub last_error: Option<String>,
+    /// When that error happened (ISO 8601).
+    pub last_error_at: Option<String>,
+    /// `false` when the files on disk do not compile and an older set is serving.
+    pub up_to_date: bool,
+}
+
+/// The live set of compiled scripts, with the engine that runs them.
+pub struct Hooks {
+    engine: Engine,
+    settings: HookSettings,
+    dir: PathBuf,
+    current: ArcSwap<HookSet>,
+    state: Mutex<ReloadState>,
+    reload_lock: Mutex<()>,
+    watchers: AtomicUsize,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one script stopped.
+enum Stop {
+    Denied(DenyToken),
+    Failed(String),
+}
+
+impl Hooks {
+    /// Builds the engine and compiles the hooks directory. A script that does not compile is
+    /// an error naming `file:line` (the server refuses to start on it); a missing directory is
+    /// an empty set and a warning.
+    pub fn load(settings: &HookSettings) -> anyhow::Result<Hooks> {
+        let dir = settings.dir.clone();
+        if !dir.exists() {
+            tracing::warn!(dir = %dir.display(), "hooks directory does not exist: no hook scripts");
+        }
+        let engine = engine::new_engine(settings, &dir);
+        let compiled = set::compile_dir(&engine, &dir)
+            .with_context(|| format!("reading hooks directory {}", dir.display()))?;
+        let errors = compiled.errors();
+        let Some(set) = compiled.set else {
+            anyhow::bail!("hook scripts do not compile:\n  {}", errors.join("\n  "));
+        };
+        log_loaded(&set, "hook scripts loaded");
+        Ok(Hooks {
+            engine,
+            settings: settings.clone(),
+            dir,
+            current: ArcSwap::from_pointee(set),
+            state: Mutex::new(ReloadState {
+                healthy: true,
+                ..ReloadState::default()
+            }),
+            reload_lock: Mutex::new(()),
+            watchers: AtomicUsize::new(0),
+        })
+    }
+
+    /// The hooks directory this set is read from.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Runs the space's scripts on the document (synchronous and CPU-bound: call it on the
+    /// blocking pool). The live set is read once, so a reload mid-request does not mix sets.
+    /// A space without scripts costs one atomic load.
+    pub fn run(&self, ctx: &HookContext, config: &mut Config) -> Result<(), AppError> {
+        let set = self.current.load_full();
+        let scripts = set.scripts_for(&ctx.space.domain);
+        if scripts.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.settings.deadline_ms);
+        let _deadline = engine::enter_deadline(deadline);
+        let doc: SharedDoc = Arc::new(Mutex::new(Doc::from_config(std::mem::take(config))));
+        let home = ctx.account_space.as_ref().unwrap_or(&ctx.space);
+        let request = api::request_map(&ctx.request, &ctx.space);
+        let account = ctx
+            .account
+            .as_ref()
+            .map_or(Dynamic::UNIT, |a| api::account_map(a, home));
+        let skip = ctx.space.hook_failure == HookFailure::Skip;
+
+        let mut result = Ok(());
+        for script in &scripts {
+            let snapshot = skip.then(|| api::lock(&doc).clone());
+            match self.run_script(script, ctx, &doc, &request, &account, &home.realm) {
+                Ok(()) => {}
+                Err(Stop::Denied(token)) => {
+                    tracing::info!(
+                        script = %script.file,
+                        space = %ctx.space.domain,
+                        status = token.status,
+                        "request denied by hook"
+                    );
+                    result = Err(AppError::Denied {
+                        status: token.status,
+                        message: token.message,
+                        script: script.file.to_string(),
+                    });
+                    break;
+                }
+                Err(Stop::Failed(detail)) => {
+                    metrics::counter!(RUN_FAILURES_METRIC, "script" => script.file.to_string())
+                        .increment(1);
+                    match snapshot {
+                        Some(before) => {
+                            tracing::error!(
+                                script = %script.file,
+                                space = %ctx.space.domain,
+                                error = %detail,
+                                "hook script failed; serving the document without its changes \
+                                 (hook_failure = skip)"
+                            );
+                            *api::lock(&doc) = before;
+                        }
+                        None => {
+                            tracing::error!(
+                                script = %script.file,
+                                space = %ctx.space.domain,
+                                error = %detail,
+                                "hook script failed; request refused (hook_failure = fail)"
+                            );
+                            result = Err(AppError::Hook(detail));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        *config = std::mem::take(&mut *api::lock(&doc)).into_config();
+        result
+    }
+
+    /// Calls one script's hooks in order.
+    fn run_script(
+        &self,
+        script: &Script,
+        ctx: &HookContext,
+        doc: &SharedDoc,
+        request: &Dynamic,
+        account: &Dynamic,
+        realm: &str,
+    ) -> Result<(), Stop> {
+        let _script = engine::enter_script(script.file.clone());
+        if script.hooks.proxy
+            && let Some(id) = ctx.proxy_section
+            && api::lock(doc).contains_id(id)
+        {
+            let section = Dynamic::from(SectionHandle::new(doc.clone(), id));
+            self.call(
+                script,
+                "on_proxy",
+                (section, request.clone(), account.clone()),
+            )?;
+        }
+        if script.hooks.auth_info {
+            for (id, password) in &ctx.auth_info_sections {
+                // An earlier script may have removed the section: nothing to call on.
+                if !api::lock(doc).contains_id(*id) {
+                    continue;
+                }
+                let section = Dynamic::from(SectionHandle::new(doc.clone(), *id));
+                let password = api::password_map(password, realm, account.clone());
+                self.call(script, "on_auth_info", (section, request.clone(), password))?;
+            }
+        }
+        if script.hooks.config {
+            let config = Dynamic::from(ConfigHandle::new(doc.clone()));
+            self.call(
+                script,
+                "on_config",
+                (config, request.clone(), account.clone()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One hook call: a fresh scope, the script's top level (its `import`s) evaluated first.
+    fn call(
+        &self,
+        script: &Script,
+        name: &str,
+        args: (Dynamic, Dynamic, Dynamic),
+    ) -> Result<(), Stop> {
+        let mut scope = Scope::new();
+        let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut scope,
+                &script.ast,
+                name,
+                args,
+            )
+        }));
+        match outcome {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(self.stop_reason(script, name, &err)),
+            Err(_) => Err(Stop::Failed(format!("{}: {name} panicked", script.file))),
+        }
+    }
+
+    fn stop_reason(&self, script: &Script, hook: &str, err: &EvalAltResult) -> Stop {
+        if let EvalAltResult::ErrorTerminated(token, _) = err.unwrap_inner() {
+            if let Some(deny) = token.read_lock::<DenyToken>() {
+                return Stop::Denied(deny.clone());
+            }
+            if token
+                .clone()
+                .into_string()
+                .is_ok_and(|s| s == engine::DEADLINE_TOKEN)
+            {
+                return Stop::Failed(format!(
+                    "{} (deadline of {} ms for all hooks of the request exceeded)",
+                    set::describe_run_error(script, hook, err),
+                    self.settings.deadline_ms
+                ));
+            }
+        }
+        Stop::Failed(set::describe_run_error(script, hook, err))
+    }
+
+    /// Recompiles the whole directory and swaps the new set in atomically. If any script
+    /// fails to compile, the error is logged (file and line), counted
+    /// (`provisio_hook_reload_failures_total`) and kept for [`Hooks::status`], and the
+    /// previous set stays live.
+    pub fn reload_now(&self) -> Result<(), String> {
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let compiled = set::compile_dir(&self.engine, &self.dir)
+            .map_err(|e| format!("{}: cannot read the directory: {e}", self.dir.display()));
+        let outcome = match compiled {
+            Ok(c) => {
+                let errors = c.errors();
+                c.set.ok_or_else(|| errors.join("\n"))
+            }
+            Err(e) => Err(e),
+        };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Ok(set) => {
+                log_loaded(&set, "hook scripts reloaded");
+                self.current.store(Arc::new(set));
+                state.reloads += 1;
+                state.healthy = true;
+                Ok(())
+            }
+            Err(errors) => {
+                for line in errors.lines() {
+                    tracing::error!(
+                        error = %line,
+                        "hook scripts not reloaded: a script does not compile; the previous \
+                         scripts stay live"
+                    );
+                }
+                metrics::counter!(RELOAD_FAILURES_METRIC).increment(1);
+                state.failures += 1;
+                state.last_error = Some(errors.clone());
+                state.last_error_at = Some(now_ms());
+                state.healthy = false;
+                Err(errors)
+            }
+        }
+    }
+
+    /// Starts watching the hooks directory (debounced by `debounce_ms`); every change to a
+    /// `*.rhai` file triggers [`Hooks::reload_now`]. Dropping the guard stops the watcher.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<WatchGuard> {
+        reload::start(
+            self,
+            Duration::from_millis(self.settings.debounce_ms.max(1)),
+        )
+    }
+
+    /// Loaded scripts, the hooks each defines, the reload history.
+    pub fn status(&self) -> HookStatus {
+        let set = self.current.load();
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        HookStatus {
+            dir: self.dir.display().to_string(),
+            watching: self.watchers.load(Ordering::Relaxed) > 0,
+            scripts: set.files.clone(),
+            loaded_at: iso_time(set.loaded_at),
+            reloads: state.reloads,
+            reload_failures: state.failures,
+            last_error: state.last_error.clone(),
+            last_error_at: state.last_error_at.map(iso_time),
+            up_to_date: state.healthy,
+        }
+    }
+}
+
+fn log_loaded(set: &HookSet, what: &str) {
+    for f in &set.files {
+        for w in &f.warnings {
+            tracing::warn!(warning = %w, "hook script");
+        }
+    }
+    let scripts: Vec<String> = set
+        .files
+        .iter()
+        .map(|f| {
+            if f.hooks.is_empty() {
+                f.file.clone()
+            } else {
+                format!("{} ({})", f.file, f.hooks.join(", "))
+            }
+        })
+        .collect();
+    tracing::info!(count = set.files.len(), scripts = %scripts.join(", "), "{what}");
+}

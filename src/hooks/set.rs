@@ -1,0 +1,488 @@
+//! A [`HookSet`]: every script of the hooks directory, compiled, with the hooks each one
+//! defines — the unit that reloads swap atomically. Also the error formatting shared by
+//! load-time and run-time failures (always `file:line`).
+//!
+//! Which file is what:
+//! - `default.rhai` runs for every space;
+//! - a file named after a domain (`sip.example.com.rhai`: the stem has a dot) runs for the
+//!   space with that domain, after `default.rhai`;
+//! - any other `NAME.rhai` (no dot in NAME) is a module, used only through `import "NAME"`.
+//!
+//! Hidden files (editor swap and backup files start with `.`) are ignored.
+
+use super::engine::{LOAD_DEADLINE, enter_deadline, enter_loading, enter_script, is_module_name};
+use rhai::{AST, Engine, EvalAltResult, Position, Scope};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The hook functions a script may define, with the parameters each takes.
+pub const HOOKS: [(&str, [&str; 3]); 3] = [
+    ("on_proxy", ["section", "request", "account"]),
+    ("on_auth_info", ["section", "request", "password"]),
+    ("on_config", ["config", "request", "account"]),
+];
+
+/// What a file is to the hooks machinery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "domain")]
+pub enum FileKind {
+    /// `default.rhai`: every space.
+    Default,
+    /// `<domain>.rhai`: the space with this (lower-cased) domain.
+    Space(String),
+    /// A module for `import`.
+    Module,
+}
+
+/// Which hooks a script defines (found once, at load time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Defined {
+    /// `on_proxy(section, request, account)`.
+    pub proxy: bool,
+    /// `on_auth_info(section, request, password)`.
+    pub auth_info: bool,
+    /// `on_config(config, request, account)`.
+    pub config: bool,
+}
+
+impl Defined {
+    /// Hook names, in call order.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.proxy {
+            v.push("on_proxy");
+        }
+        if self.auth_info {
+            v.push("on_auth_info");
+        }
+        if self.config {
+            v.push("on_config");
+        }
+        v
+    }
+
+    /// Whether the script defines no hook at all.
+    pub fn is_empty(&self) -> bool {
+        !(self.proxy || self.auth_info || self.config)
+    }
+}
+
+/// One compiled script (default or space) ready to run.
+#[derive(Debug)]
+pub struct Script {
+    /// File name (`default.rhai`), used in logs and errors.
+    pub file: Arc<str>,
+    /// The self-contained AST (its imports embedded).
+    pub ast: AST,
+    /// Hooks it defines.
+    pub hooks: Defined,
+    /// Definition line of each hook (`on_proxy`, `on_auth_info`, `on_config`), for errors
+    /// that carry no position of their own.
+    pub hook_lines: [Option<usize>; 3],
+}
+
+impl Script {
+    /// The line where a hook function is defined.
+    pub fn hook_line(&self, hook: &str) -> Option<usize> {
+        HOOKS
+            .iter()
+            .position(|(name, _)| *name == hook)
+            .and_then(|i| self.hook_lines[i])
+    }
+}
+
+/// Every script of a directory, compiled.
+#[derive(Debug, Default)]
+pub struct HookSet {
+    /// `default.rhai`.
+    pub default: Option<Arc<Script>>,
+    /// `<domain>.rhai`, by lower-cased domain.
+    pub spaces: HashMap<String, Arc<Script>>,
+    /// What was loaded, for the status and `hooks check` (sorted by file name).
+    pub files: Vec<FileReport>,
+    /// When this set was compiled (unix ms).
+    pub loaded_at: i64,
+}
+
+impl HookSet {
+    /// The scripts that run for a space, in order: default, then the space's own.
+    pub fn scripts_for(&self, domain: &str) -> Vec<Arc<Script>> {
+        let mut v = Vec::with_capacity(2);
+        if let Some(d) = &self.default {
+            v.push(d.clone());
+        }
+        let own = if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.spaces.get(&domain.to_ascii_lowercase())
+        } else {
+            self.spaces.get(domain)
+        };
+        if let Some(s) = own {
+            v.push(s.clone());
+        }
+        v
+    }
+}
+
+/// The result of compiling one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// File name within the hooks directory.
+    pub file: String,
+    /// Default, space or module.
+    #[serde(flatten)]
+    pub kind: FileKind,
+    /// Hooks the script defines (empty for modules).
+    pub hooks: Vec<&'static str>,
+    /// Things worth a look that do not stop loading (a misspelt hook name…).
+    pub warnings: Vec<String>,
+    /// Why the file did not compile (`file:line:col: message`), if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Everything a compile pass found: per-file reports and, if all compiled, the set.
+#[derive(Debug)]
+pub struct Compiled {
+    /// One report per file, sorted by name.
+    pub files: Vec<FileReport>,
+    /// The set, when no file failed.
+    pub set: Option<HookSet>,
+}
+
+impl Compiled {
+    /// Every error, one per line.
+    pub fn errors(&self) -> Vec<String> {
+        self.files.iter().filter_map(|f| f.error.clone()).collect()
+    }
+}
+
+/// Classifies a file name; `None` for files that are not scripts.
+pub fn classify(file_name: &str) -> Option<FileKind> {
+    if file_name.starts_with('.') {
+        return None;
+    }
+    let stem = file_name.strip_suffix(".rhai")?;
+    if stem.is_empty() {
+        return None;
+    }
+    Some(if stem == "default" {
+        FileKind::Default
+    } else if stem.contains('.') {
+        FileKind::Space(stem.to_ascii_lowercase())
+    } else {
+        FileKind::Module
+    })
+}
+
+/// Lists the scripts of a directory, sorted by name. A missing directory is an empty list.
+fn list(dir: &Path) -> std::io::Result<Vec<(String, PathBuf, FileKind)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let Some(kind) = classify(&name) else {
+            continue;
+        };
+        let path = entry.path();
+        // Follows symlinks; a dangling link or a directory named x.rhai is skipped.
+        if !path.is_file() {
+            continue;
+        }
+        files.push((name, path, kind));
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
+}
+
+/// The line of the first `import "name"` in a source, for errors Rhai reports without one.
+fn import_line(source: &str, module: &str) -> Option<usize> {
+    let needle = format!("\"{module}\"");
+    source
+        .lines()
+        .position(|l| l.contains("import") && l.contains(&needle))
+        .map(|i| i + 1)
+}
+
+fn at(file: &str, pos: Position) -> String {
+    match (pos.line(), pos.position()) {
+        (Some(line), Some(col)) => format!("{file}:{line}:{col}"),
+        (Some(line), None) => format!("{file}:{line}"),
+        _ => file.to_string(),
+    }
+}
+
+/// Formats a load-time error as `file:line:col: message`, following errors inside imported
+/// modules to the module's own file.
+pub fn describe_load_error(file: &str, source: &str, err: &EvalAltResult) -> String {
+    match err {
+        EvalAltResult::ErrorInModule(module, inner, _) => {
+            let module_file = format!("{module}.rhai");
+            let module_source = String::new();
+            format!(
+                "{} (imported by {file})",
+                describe_load_error(&module_file, &module_source, inner)
+            )
+        }
+        EvalAltResult::ErrorModuleNotFound(module, pos) => {
+            let pos_text = match (pos.line(), import_line(source, module)) {
+                (Some(_), _) => at(file, *pos),
+                (None, Some(line)) => format!("{file}:{line}"),
+                (None, None) => file.to_string(),
+            };
+            format!("{pos_text}: module {module:?} not found in the hooks directory")
+        }
+        EvalAltResult::ErrorParsing(kind, pos) => {
+            format!("{}: syntax error: {kind}", at(file, *pos))
+        }
+        other => {
+            let mut text = other.to_string();
+            // Rhai appends " (line L, position P)"; the prefix already says where.
+            if let Some(i) = text.rfind(" (line ") {
+                text.truncate(i);
+            }
+            let pos = other.position();
+            let pos_text = match (pos.line(), other) {
+                (None, EvalAltResult::ErrorRuntime(..)) => {
+                    // An import refused by the resolver: point at the import line.
+                    let module = text.split('"').nth(1).unwrap_or("");
+                    match import_line(source, module) {
+                        Some(line) => format!("{file}:{line}"),
+                        None => file.to_string(),
+                    }
+                }
+                _ => at(file, pos),
+            };
+            format!("{pos_text}: {text}")
+        }
+    }
+}
+
+/// Formats a run-time error as `file:line:col: message`: the innermost error's position, in
+/// the file of the innermost function (a module's functions live in the module's file).
+/// Some errors carry no position (a limit hit on an empty loop body): then the innermost
+/// known call site is used, or else the line where the hook function is defined.
+pub fn describe_run_error(script: &Script, hook: &str, err: &EvalAltResult) -> String {
+    let mut current = err;
+    let mut src = script.file.to_string();
+    let mut calls = Vec::new();
+    let mut fallback: Option<(String, Position)> = None;
+    loop {
+        match current {
+            EvalAltResult::ErrorInFunctionCall(name, source, inner, pos) => {
+                if !pos.is_none() {
+                    fallback = Some((src.clone(), *pos));
+                }
+                calls.push(name.clone());
+                if !source.is_empty() {
+                    src = if source.ends_with(".rhai") {
+                        source.clone()
+                    } else {
+                        format!("{source}.rhai")
+                    };
+                }
+                current = inner;
+            }
+            EvalAltResult::ErrorInModule(module, inner, _) => {
+                src = format!("{module}.rhai");
+                current = inner;
+            }
+            _ => break,
+        }
+    }
+    let mut text = current.to_string();
+    if let Some(i) = text.rfind(" (line ") {
+        text.truncate(i);
+    }
+    let via = if calls.is_empty() {
+        format!(" (in {hook})")
+    } else {
+        format!(" (in {hook} → {})", calls.join(" → "))
+    };
+    let pos = current.position();
+    let location = if !pos.is_none() {
+        at(&src, pos)
+    } else if let Some((file, pos)) = fallback {
+        at(&file, pos)
+    } else {
+        match script.hook_line(hook) {
+            Some(line) => format!("{}:{line}", script.file),
+            None => script.file.to_string(),
+        }
+    };
+    format!("{location}: {text}{via}")
+}
+
+/// The line where `fn <name>(` is defined in a source, if it can be found.
+fn fn_line(source: &str, name: &str) -> Option<usize> {
+    source
+        .lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("private ").unwrap_or(l).trim_start();
+            l.strip_prefix("fn ")
+                .map(str::trim_start)
+                .and_then(|rest| rest.strip_prefix(name))
+                .is_some_and(|rest| rest.trim_start().starts_with('('))
+        })
+        .map(|i| i + 1)
+}
+
+/// Finds which hooks an AST defines; a hook with the wrong number of parameters is an error
+/// (it would never be called), an unknown `on_*` function a warning (a typo, probably).
+fn detect_hooks(file: &str, ast: &AST) -> (Defined, Vec<String>, Option<String>) {
+    let mut defined = Defined::default();
+    let mut warnings = Vec::new();
+    let mut error = None;
+    for f in ast.iter_functions() {
+        match HOOKS.iter().find(|(name, _)| *name == f.name) {
+            Some((name, params)) if f.params.len() == params.len() => match *name {
+                "on_proxy" => defined.proxy = true,
+                "on_auth_info" => defined.auth_info = true,
+                _ => defined.config = true,
+            },
+            Some((name, params)) => {
+                error.get_or_insert_with(|| {
+                    format!(
+                        "{file}: {name} takes {} parameters ({}), this one takes {}",
+                        params.len(),
+                        params.join(", "),
+                        f.params.len()
+                    )
+                });
+            }
+            None if f.name.starts_with("on_") => warnings.push(format!(
+                "{file}: {}() is not a hook (hooks: on_proxy, on_auth_info, on_config)",
+                f.name
+            )),
+            None => {}
+        }
+    }
+    (defined, warnings, error)
+}
+
+/// Compiles every script of a directory. Never fails as a whole: errors are per file, and
+/// the set is only built when there are none.
+pub fn compile_dir(engine: &Engine, dir: &Path) -> std::io::Result<Compiled> {
+    let files = list(dir)?;
+    let mut reports = Vec::with_capacity(files.len());
+    let mut set = HookSet {
+        loaded_at: crate::model::now_ms(),
+        ..HookSet::default()
+    };
+    let _loading = enter_loading();
+    for (name, path, kind) in files {
+        let mut report = FileReport {
+            file: name.clone(),
+            kind: kind.clone(),
+            hooks: Vec::new(),
+            warnings: Vec::new(),
+            error: None,
+        };
+        let source = match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                report.error = Some(format!("{name}: cannot read: {e}"));
+                reports.push(report);
+                continue;
+            }
+        };
+        let file: Arc<str> = Arc::from(name.as_str());
+        let _script = enter_script(file.clone());
+        let _deadline = enter_deadline(Instant::now() + LOAD_DEADLINE);
+        match kind {
+            FileKind::Module => {
+                if !is_module_name(name.trim_end_matches(".rhai")) {
+                    report.warnings.push(format!(
+                        "{name}: cannot be imported (module names use letters, digits, '_' and '-')"
+                    ));
+                }
+                // Syntax only: a module's code runs when a script imports it.
+                if let Err(e) = engine.compile(&source) {
+                    report.error = Some(format!(
+                        "{}: syntax error: {}",
+                        at(&name, e.position()),
+                        e.err_type()
+                    ));
+                }
+            }
+            FileKind::Default | FileKind::Space(_) => {
+                match engine.compile_into_self_contained(&Scope::new(), &source) {
+                    Ok(mut ast) => {
+                        ast.set_source(name.as_str());
+                        let (hooks, warnings, error) = detect_hooks(&name, &ast);
+                        report.hooks = hooks.names();
+                        report.warnings = warnings;
+                        if hooks.is_empty() && error.is_none() {
+                            report
+                                .warnings
+                                .push(format!("{name}: defines no hook, so it never runs"));
+                        }
+                        report.error = error;
+                        if report.error.is_none() {
+                            let hook_lines = HOOKS.map(|(hook, _)| fn_line(&source, hook));
+                            let script = Arc::new(Script {
+                                file,
+                                ast,
+                                hooks,
+                                hook_lines,
+                            });
+                            match &kind {
+                                FileKind::Default => set.default = Some(script),
+                                FileKind::Space(domain) => {
+                                    set.spaces.insert(domain.clone(), script);
+                                }
+                                FileKind::Module => {}
+                            }
+                        }
+                    }
+                    Err(e) => report.error = Some(describe_load_error(&name, &source, &e)),
+                }
+            }
+        }
+        reports.push(report);
+    }
+    let ok = reports.iter().all(|r| r.error.is_none());
+    set.files = reports.clone();
+    Ok(Compiled {
+        files: reports,
+        set: ok.then_some(set),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_kinds() {
+        assert_eq!(classify("default.rhai"), Some(FileKind::Default));
+        assert_eq!(
+            classify("Sip.Example.com.rhai"),
+            Some(FileKind::Space("sip.example.com".into()))
+        );
+        assert_eq!(classify("nat.rhai"), Some(FileKind::Module));
+        assert_eq!(classify(".default.rhai.swp"), None);
+        assert_eq!(classify(".x.rhai"), None);
+        assert_eq!(classify("notes.txt"), None);
+        assert_eq!(classify("x.tmp"), None);
+    }
+
+    #[test]
+    fn finds_function_lines() {
+        let src = "// c\nfn helper() {}\n\n  fn on_config (a, b, c) {\n}\nprivate fn on_proxy(a,b,c) {}\n";
+        assert_eq!(fn_line(src, "on_config"), Some(4));
+        assert_eq!(fn_line(src, "on_proxy"), Some(6));
+        assert_eq!(fn_line(src, "on_auth_info"), None);
+        assert_eq!(fn_line(src, "help"), None);
+    }
+}
