@@ -97,7 +97,7 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
 /// bound only after migrations ran.
 pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
     let _watch = if state.settings.hooks.watch {
-        Some(()) // TEMP-HOOKS-WATCH state.hooks.watch()
+        Some(state.hooks.watch().context("watching the hooks directory")?)
     } else {
         None
     };

@@ -326,11 +326,8 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Hooks(HooksCommand::Check { dir }) => {
-            let dir = dir.unwrap_or_else(|| settings.hooks.dir.clone());
-            let ok = {
-                let _ = (&dir, &settings.hooks);
-                false
-            }; // TEMP-HOOKS-TOOLS crate::hooks::tools::check_dir
+            let dir = dir.map_or_else(|| settings.hooks.dir.clone(), |d| crate::config::absolute(&d));
+            let ok = crate::hooks::tools::check_dir(&dir, &settings.hooks, &mut std::io::stdout())?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -338,11 +335,8 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Hooks(HooksCommand::Test { dir, bless }) => {
-            let dir = dir.unwrap_or_else(|| settings.hooks.dir.clone());
-            let ok = {
-                let _ = (&dir, &settings.hooks, bless);
-                false
-            }; // TEMP-HOOKS-TOOLS crate::hooks::tools::test_dir
+            let dir = dir.map_or_else(|| settings.hooks.dir.clone(), |d| crate::config::absolute(&d));
+            let ok = crate::hooks::tools::test_dir(&dir, &settings.hooks, bless, &mut std::io::stdout())?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

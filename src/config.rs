@@ -164,13 +164,14 @@ impl Settings {
                 path.display()
             )));
         }
-        let settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
+        let mut settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(&path))
             .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
             .merge(Serialized::globals(overrides))
             .extract()
             .map_err(|e| ConfigError(describe(e)))?;
         settings.validate()?;
+        settings.hooks.dir = absolute(&settings.hooks.dir);
         Ok(settings)
     }
 
@@ -243,6 +244,12 @@ impl Settings {
             self.database.clone()
         }
     }
+}
+
+/// A path made absolute against the current directory, so the hooks directory (and the module
+/// resolver that keeps imports inside it) means the same thing whatever a later step does.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Checks a public base URL: `http(s)://host[:port][/prefix]`, no query, no trailing slash.

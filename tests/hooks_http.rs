@@ -236,3 +236,59 @@ both_backends!(
         wait_for(false, "renamed_in").await;
     }
 );
+
+both_backends!(status_is_for_super_admins, |app: TestApp| async move {
+    write(
+        &app,
+        "default.rhai",
+        "fn on_config(config, request, account) { }",
+    );
+    app.state.hooks.reload_now().unwrap();
+    let key = |identity: &'static str, super_admin: bool| {
+        let store = app.state.store.clone();
+        let settings = app.state.settings.clone();
+        async move {
+            let out = provisio::api::admin::create_admin(
+                &store,
+                &settings,
+                identity,
+                "pw-123456",
+                super_admin,
+            )
+            .await
+            .unwrap();
+            out["api_key"].as_str().unwrap().to_string()
+        }
+    };
+    let root = key("root@root.example.com", true).await;
+    let admin = key("admin@tenant.example.com", false).await;
+    let r = app
+        .get("tenant.example.com", "/api/hooks/status")
+        .header("x-api-key", &admin)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "a space admin cannot read other tenants' scripts"
+    );
+    let r = app
+        .get("root.example.com", "/api/hooks/status")
+        .header("x-api-key", &root)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        status["scripts"].to_string().contains("default.rhai"),
+        "{status}"
+    );
+    assert!(
+        status["scripts"].to_string().contains("on_config"),
+        "{status}"
+    );
+});

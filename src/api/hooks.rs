@@ -7,9 +7,11 @@ use crate::error::AppError;
 use crate::pipeline::request::RequestInfo;
 use crate::state::AppState;
 
-/// `GET /api/hooks/status` (admin) — the hooks engine's status as JSON.
+/// `GET /api/hooks/status` (super admin) — the hooks engine's status as JSON. The hooks
+/// directory is server-wide (every tenant's script names and errors), so a space admin may
+/// not read it.
 pub async fn status(state: &AppState, request: &RequestInfo) -> ApiResult {
-    access::admin(state, request).await?;
+    access::super_admin(state, request).await?;
     let status = serde_json::to_value(state.hooks.status())
         .map_err(|e| AppError::Internal(format!("serialising the hook status: {e}")))?;
     Ok(ApiReply::json(200, status))
