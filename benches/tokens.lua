@@ -1,6 +1,7 @@
 -- wrk script: each request consumes the next provisioning token from a file (one per line),
 -- and the summary reports how many answers were 200 (a reused or exhausted token is a 404).
-local tokens, i, ok, other = {}, 0, 0, 0
+local tokens, i = {}, 0
+ok, other = 0, 0 -- globals: done() reads them through thread:get
 local threads = {}
 
 function setup(thread) table.insert(threads, thread) end
