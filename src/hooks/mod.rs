@@ -36,9 +36,9 @@ use crate::pipeline::request::RequestInfo;
 use anyhow::Context as _;
 use api::{ConfigHandle, DenyToken, Doc, SectionHandle, SharedDoc};
 use arc_swap::ArcSwap;
-use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Scope};
 use serde::Serialize;
-use set::{FileReport, HookSet, Script};
+use set::{Bound, FileReport, HookSet, Script};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,6 +120,29 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
+/// The `request` and `account` maps of one request, built once and handed to each hook call.
+struct Args {
+    request: Dynamic,
+    account: Dynamic,
+    /// Hook calls that may still come (an upper bound: never fewer than the real number).
+    calls_left: usize,
+}
+
+impl Args {
+    /// The arguments of the next hook call: copies, or the maps themselves for the last call.
+    fn next(&mut self) -> (Dynamic, Dynamic) {
+        self.calls_left = self.calls_left.saturating_sub(1);
+        if self.calls_left == 0 {
+            (
+                std::mem::take(&mut self.request),
+                std::mem::take(&mut self.account),
+            )
+        } else {
+            (self.request.clone(), self.account.clone())
+        }
+    }
+}
+
 /// Why one script stopped.
 enum Stop {
     Denied(DenyToken),
@@ -175,17 +198,34 @@ impl Hooks {
         let _deadline = engine::enter_deadline(deadline);
         let doc: SharedDoc = Arc::new(Mutex::new(Doc::from_config(std::mem::take(config))));
         let home = ctx.account_space.as_ref().unwrap_or(&ctx.space);
-        let request = api::request_map(&ctx.request, &ctx.space);
-        let account = ctx
-            .account
-            .as_ref()
-            .map_or(Dynamic::UNIT, |a| api::account_map(a, home));
+        // An upper bound of the hook calls to come: the last one gets the maps themselves
+        // instead of copies (each call still gets its own, as before).
+        let calls = scripts
+            .iter()
+            .map(|s| {
+                usize::from(s.hooks.proxy && ctx.proxy_section.is_some())
+                    + if s.hooks.auth_info {
+                        ctx.auth_info_sections.len()
+                    } else {
+                        0
+                    }
+                    + usize::from(s.hooks.config)
+            })
+            .sum();
+        let mut args = Args {
+            request: api::request_map(&ctx.request, &ctx.space),
+            account: ctx
+                .account
+                .as_ref()
+                .map_or(Dynamic::UNIT, |a| api::account_map(a, home)),
+            calls_left: calls,
+        };
         let skip = ctx.space.hook_failure == HookFailure::Skip;
 
         let mut result = Ok(());
         for script in &scripts {
             let snapshot = skip.then(|| api::lock(&doc).clone());
-            match self.run_script(script, ctx, &doc, &request, &account, &home.realm) {
+            match self.run_script(script, ctx, &doc, &mut args, &home.realm) {
                 Ok(()) => {}
                 Err(Stop::Denied(token)) => {
                     tracing::info!(
@@ -239,8 +279,7 @@ impl Hooks {
         script: &Script,
         ctx: &HookContext,
         doc: &SharedDoc,
-        request: &Dynamic,
-        account: &Dynamic,
+        args: &mut Args,
         realm: &str,
     ) -> Result<(), Stop> {
         let _script = engine::enter_script(script.file.clone());
@@ -249,11 +288,8 @@ impl Hooks {
             && api::lock(doc).contains_id(id)
         {
             let section = Dynamic::from(SectionHandle::new(doc.clone(), id));
-            self.call(
-                script,
-                "on_proxy",
-                (section, request.clone(), account.clone()),
-            )?;
+            let (request, account) = args.next();
+            self.call(script, "on_proxy", (section, request, account))?;
         }
         if script.hooks.auth_info {
             for (id, password) in &ctx.auth_info_sections {
@@ -262,38 +298,46 @@ impl Hooks {
                     continue;
                 }
                 let section = Dynamic::from(SectionHandle::new(doc.clone(), *id));
-                let password = api::password_map(password, realm, account.clone());
-                self.call(script, "on_auth_info", (section, request.clone(), password))?;
+                let (request, account) = args.next();
+                let password = api::password_map(password, realm, account);
+                self.call(script, "on_auth_info", (section, request, password))?;
             }
         }
         if script.hooks.config {
             let config = Dynamic::from(ConfigHandle::new(doc.clone()));
-            self.call(
-                script,
-                "on_config",
-                (config, request.clone(), account.clone()),
-            )?;
+            let (request, account) = args.next();
+            self.call(script, "on_config", (config, request, account))?;
         }
         Ok(())
     }
 
-    /// One hook call: a fresh scope, the script's top level (its `import`s) evaluated first.
+    /// One hook call, in a fresh scope. The script's top level (its `import`s and `const`s)
+    /// was evaluated once at load time and is bound to its functions; only a script with a
+    /// `private` hook has it evaluated again before each call.
     fn call(
         &self,
         script: &Script,
-        name: &str,
+        name: &'static str,
         args: (Dynamic, Dynamic, Dynamic),
     ) -> Result<(), Stop> {
-        let mut scope = Scope::new();
-        let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.engine.call_fn_with_options::<Dynamic>(
-                options,
-                &mut scope,
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match &script.bound {
+            Bound::Once(ast) => FnPtr::new(name)
+                .and_then(|hook| hook.call::<Dynamic>(&self.engine, ast, args))
+                .map_err(|err| match *err {
+                    // The call itself adds a frame naming the hook: drop it, as
+                    // `call_fn` does, so errors read the same either way.
+                    EvalAltResult::ErrorInFunctionCall(fn_name, _, inner, _) if fn_name == name => {
+                        inner
+                    }
+                    _ => err,
+                }),
+            Bound::EachCall => self.engine.call_fn_with_options::<Dynamic>(
+                CallFnOptions::new().eval_ast(true).rewind_scope(true),
+                &mut Scope::new(),
                 &script.ast,
                 name,
                 args,
-            )
+            ),
         }));
         match outcome {
             Ok(Ok(_)) => Ok(()),

@@ -77,6 +77,9 @@ pub struct Script {
     pub file: Arc<str>,
     /// The self-contained AST (its imports embedded).
     pub ast: AST,
+    /// What hook calls run: the script's functions bound to its top level, evaluated once at
+    /// load time.
+    pub bound: Bound,
     /// Hooks it defines.
     pub hooks: Defined,
     /// Definition line of each hook (`on_proxy`, `on_auth_info`, `on_config`), for errors
@@ -92,6 +95,39 @@ impl Script {
             .position(|(name, _)| *name == hook)
             .and_then(|i| self.hook_lines[i])
     }
+}
+
+/// How a script's hooks see its top level (`import`s and `const`s).
+#[derive(Debug)]
+pub enum Bound {
+    /// The top level was evaluated once, at load time: this AST holds the script's public
+    /// functions, each carrying the resulting imports and constants (read-only, shared by
+    /// every request), and hooks are called through Rhai's normal dispatch (the path that
+    /// honours that environment). Hook calls run no top-level code.
+    Once(AST),
+    /// A hook is `private` (module evaluation does not export it): the top level runs before
+    /// each hook call, on [`Script::ast`].
+    EachCall,
+}
+
+/// Evaluates a script's top level once (`import`s resolved, `const`s computed) and binds the
+/// result to its functions, so a hook call only runs the hook. Top-level values become
+/// read-only (imported modules and constants are immutable; `let` variables were never
+/// visible to functions), so nothing a request does can reach the next one. A runtime error
+/// in the top level is a load error.
+fn bind_top_level(engine: &Engine, ast: &AST) -> Result<Bound, Box<EvalAltResult>> {
+    let private_hook = ast.iter_functions().any(|f| {
+        f.access == rhai::FnAccess::Private && HOOKS.iter().any(|(name, _)| *name == f.name)
+    });
+    let module = rhai::Module::eval_ast_as_new(Scope::new(), ast, engine)?;
+    if private_hook {
+        return Ok(Bound::EachCall);
+    }
+    let mut bound = AST::new_from_module(module);
+    if let Some(source) = ast.source() {
+        bound.set_source(source);
+    }
+    Ok(Bound::Once(bound))
 }
 
 /// Every script of a directory, compiled.
@@ -428,13 +464,27 @@ pub fn compile_dir(engine: &Engine, dir: &Path) -> std::io::Result<Compiled> {
                                 .push(format!("{name}: defines no hook, so it never runs"));
                         }
                         report.error = error;
-                        if report.error.is_none() {
+                        let bound = match &report.error {
+                            Some(_) => None,
+                            None => match bind_top_level(engine, &ast) {
+                                Ok(bound) => Some(bound),
+                                Err(e) => {
+                                    report.error = Some(format!(
+                                        "{} (in the top-level code, run once at load time)",
+                                        describe_load_error(&name, &source, &e)
+                                    ));
+                                    None
+                                }
+                            },
+                        };
+                        if let Some(bound) = bound {
                             let hook_lines = HOOKS.map(|(hook, _)| fn_line(&source, hook));
                             let script = Arc::new(Script {
                                 file,
                                 ast,
-                                hooks,
+                                bound,
                                 hook_lines,
+                                hooks,
                             });
                             match &kind {
                                 FileKind::Default => set.default = Some(script),
@@ -475,6 +525,51 @@ mod tests {
         assert_eq!(classify(".x.rhai"), None);
         assert_eq!(classify("notes.txt"), None);
         assert_eq!(classify("x.tmp"), None);
+    }
+
+    fn compile(files: &[(&str, &str)]) -> Compiled {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in files {
+            std::fs::write(dir.path().join(name), body).unwrap();
+        }
+        let settings = crate::config::HookSettings {
+            dir: dir.path().to_path_buf(),
+            ..crate::config::HookSettings::default()
+        };
+        let engine = super::super::engine::new_engine(&settings, dir.path());
+        compile_dir(&engine, dir.path()).unwrap()
+    }
+
+    #[test]
+    fn the_top_level_is_evaluated_once_at_load_time() {
+        let hook = "fn on_config(config, request, account) { }\n";
+        let ok = compile(&[
+            (
+                "default.rhai",
+                &format!("import \"m\" as m;\nconst A = m::B + 1;\n{hook}"),
+            ),
+            ("m.rhai", "export const B = 1;\n"),
+        ]);
+        let set = ok.set.unwrap();
+        assert!(matches!(set.default.unwrap().bound, Bound::Once(_)));
+        // A runtime error in the top level is a load error, with file and line.
+        let bad = compile(&[(
+            "default.rhai",
+            &format!("const A = 1;\nlet x = 1 / 0;\n{hook}"),
+        )]);
+        let errors = bad.errors().join("\n");
+        assert!(bad.set.is_none(), "{errors}");
+        assert!(
+            errors.contains("default.rhai:2") && errors.contains("top-level"),
+            "{errors}"
+        );
+        // A private hook keeps the per-call top level.
+        let private = compile(&[(
+            "default.rhai",
+            "const A = 1;\nprivate fn on_config(config, request, account) { global::A }\n",
+        )]);
+        let set = private.set.unwrap();
+        assert!(matches!(set.default.unwrap().bound, Bound::EachCall));
     }
 
     #[test]
