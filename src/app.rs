@@ -97,7 +97,12 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
 /// bound only after migrations ran.
 pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
     let _watch = if state.settings.hooks.watch {
-        Some(state.hooks.watch().context("watching the hooks directory")?)
+        Some(
+            state
+                .hooks
+                .watch()
+                .context("watching the hooks directory")?,
+        )
     } else {
         None
     };

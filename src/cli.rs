@@ -326,7 +326,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Hooks(HooksCommand::Check { dir }) => {
-            let dir = dir.map_or_else(|| settings.hooks.dir.clone(), |d| crate::config::absolute(&d));
+            let dir = dir.map_or_else(
+                || settings.hooks.dir.clone(),
+                |d| crate::config::absolute(&d),
+            );
             let ok = crate::hooks::tools::check_dir(&dir, &settings.hooks, &mut std::io::stdout())?;
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -335,8 +338,16 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Hooks(HooksCommand::Test { dir, bless }) => {
-            let dir = dir.map_or_else(|| settings.hooks.dir.clone(), |d| crate::config::absolute(&d));
-            let ok = crate::hooks::tools::test_dir(&dir, &settings.hooks, bless, &mut std::io::stdout())?;
+            let dir = dir.map_or_else(
+                || settings.hooks.dir.clone(),
+                |d| crate::config::absolute(&d),
+            );
+            let ok = crate::hooks::tools::test_dir(
+                &dir,
+                &settings.hooks,
+                bless,
+                &mut std::io::stdout(),
+            )?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
