@@ -103,7 +103,8 @@ CREATE TABLE provisioning_tokens (
     used_at    BIGINT,
     CONSTRAINT provisioning_tokens_token_hash_key UNIQUE (token_hash)
 );
-CREATE INDEX provisioning_tokens_account_id_idx ON provisioning_tokens (account_id);
+-- (account_id, id): "the account's newest token" is one index probe, not a scan.
+CREATE INDEX provisioning_tokens_account_id_idx ON provisioning_tokens (account_id, id);
 
 -- QR-login tokens: minted unattached, attached by a logged-in device, redeemed once.
 CREATE TABLE auth_tokens (
