@@ -6,6 +6,28 @@
 //! millisecond and tests can travel in time. Secrets (tokens, API keys) arrive already hashed
 //! ([`crate::secret::hash_secret`]); the store never sees a clear token.
 
+/// Columns of `spaces`, in the order both backends' `space_from_row` read them (one list, so
+/// the two stores cannot drift apart).
+macro_rules! space_columns {
+    () => {
+        "id, domain, host, name, super_space, realm, password_algorithm, base_rc, custom_entries, \
+         overwrite_all, ui_super, ui_disable_chat_feature, ui_disable_meetings_feature, \
+         ui_disable_broadcast_feature, ui_hide_settings, ui_hide_account_settings, \
+         ui_disable_call_recordings_feature, ui_only_display_sip_uri_username, \
+         ui_assistant_hide_create_account, ui_assistant_disable_qr_code, \
+         ui_assistant_hide_third_party_account, ui_max_account, vcard_list_url, public_url, \
+         token_lifetime_minutes, header_mode, hook_failure, max_accounts"
+    };
+}
+
+/// Columns of `accounts`, in the order both backends' `account_from_row` read them.
+macro_rules! account_columns {
+    () => {
+        "id, username, domain, email, display_name, phone, activated, blocked, admin, \
+         dtmf_protocol, ip_address, user_agent, created_at, updated_at"
+    };
+}
+
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;

@@ -36,27 +36,6 @@ PRAGMA foreign_keys = ON;";
 /// How long a caller waits for a free pooled connection before the request fails.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 
-/// Columns of `spaces`, in the order [`space_from_row`] documents.
-macro_rules! space_columns {
-    () => {
-        "id, domain, host, name, super_space, realm, password_algorithm, base_rc, custom_entries, \
-         overwrite_all, ui_super, ui_disable_chat_feature, ui_disable_meetings_feature, \
-         ui_disable_broadcast_feature, ui_hide_settings, ui_hide_account_settings, \
-         ui_disable_call_recordings_feature, ui_only_display_sip_uri_username, \
-         ui_assistant_hide_create_account, ui_assistant_disable_qr_code, \
-         ui_assistant_hide_third_party_account, ui_max_account, vcard_list_url, public_url, \
-         token_lifetime_minutes, header_mode, hook_failure, max_accounts"
-    };
-}
-
-/// Columns of `accounts` read by [`account_from_row`].
-macro_rules! account_columns {
-    () => {
-        "id, username, domain, email, display_name, phone, activated, blocked, admin, \
-         dtmf_protocol, ip_address, user_agent, created_at, updated_at"
-    };
-}
-
 /// The SQLite store: a pool of connections to one database file.
 pub struct SqliteStore {
     /// Connections, each initialised with [`CONNECTION_PRAGMAS`].
