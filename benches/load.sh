@@ -19,7 +19,7 @@ command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; 
 cargo build --release --quiet
 BIN=$PWD/target/release/provisio
 W=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$W"' EXIT
+trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$W"' EXIT
 
 run_backend() {
   local name=$1 db=$2 port=$3
