@@ -162,7 +162,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
-/// `GET /api/hooks/status` (admin).
+/// `GET /api/hooks/status` (super admin).
 fn hooks_status(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("api" / "hooks" / "status")
         .and(warp::get())
