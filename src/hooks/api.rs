@@ -350,8 +350,8 @@ fn visible_path(request: &RequestInfo) -> String {
 }
 
 /// The `request` argument: the request as a read-only map (a copy per call), without
-/// credentials (see [`HIDDEN_HEADERS`]).
-pub fn request_map(request: &RequestInfo, space: &Space) -> Dynamic {
+/// credentials (see [`HIDDEN_HEADERS`]); `space` is the request space's [`space_map`].
+pub fn request_map(request: &RequestInfo, space: Dynamic) -> Dynamic {
     let mut m = Map::new();
     m.insert("method".into(), request.method.clone().into());
     m.insert("path".into(), visible_path(request).into());
@@ -370,12 +370,13 @@ pub fn request_map(request: &RequestInfo, space: &Space) -> Dynamic {
     m.insert("host".into(), request.host.clone().into());
     m.insert("client_ip".into(), request.client_ip_string().into());
     m.insert("user_agent".into(), request.user_agent().to_string().into());
-    m.insert("space".into(), space_map(space));
+    m.insert("space".into(), space);
     Dynamic::from_map(m)
 }
 
-/// The `account` argument: the account as a read-only map; `home` is the account's space.
-pub fn account_map(account: &Account, home: &Space) -> Dynamic {
+/// The `account` argument: the account as a read-only map; `home` is the account's space and
+/// `home_map` its [`space_map`] (built by the caller, which can share it with `request.space`).
+pub fn account_map(account: &Account, home: &Space, home_map: Dynamic) -> Dynamic {
     let mut m = Map::new();
     m.insert("id".into(), Dynamic::from_int(account.id as INT));
     m.insert("username".into(), account.username.clone().into());
@@ -392,7 +393,7 @@ pub fn account_map(account: &Account, home: &Space) -> Dynamic {
     m.insert("sip_uri".into(), account.sip_uri().into());
     m.insert("identity".into(), account.full_identifier().into());
     m.insert("dictionary".into(), strings_map(account.dictionary.iter()));
-    m.insert("space".into(), space_map(home));
+    m.insert("space".into(), home_map);
     Dynamic::from_map(m)
 }
 

@@ -212,12 +212,19 @@ impl Hooks {
                     + usize::from(s.hooks.config)
             })
             .sum();
+        // The request's space and the account's are usually the same: build its map once.
+        let space = api::space_map(&ctx.space);
+        let account = ctx.account.as_ref().map_or(Dynamic::UNIT, |a| {
+            let home_map = if home.domain == ctx.space.domain {
+                space.clone()
+            } else {
+                api::space_map(home)
+            };
+            api::account_map(a, home, home_map)
+        });
         let mut args = Args {
-            request: api::request_map(&ctx.request, &ctx.space),
-            account: ctx
-                .account
-                .as_ref()
-                .map_or(Dynamic::UNIT, |a| api::account_map(a, home)),
+            request: api::request_map(&ctx.request, space),
+            account,
             calls_left: calls,
         };
         let skip = ctx.space.hook_failure == HookFailure::Skip;
