@@ -22,7 +22,7 @@ both_backends!(
         let (status, body) = status_json(
         call(&app, Method::POST, HOST, "/api/accounts", Some(&key))
             .header("user-agent", "curl/8")
-            .json(&json!({"username": "foobar", "password": "s3cret", "display_name": "Anna O'Reily"})),
+            .json(&json!({"username": "foobar", "password": "s3cret-pw", "display_name": "Anna O'Reily"})),
     )
     .await;
         assert_eq!(status, 200, "{body}");
@@ -59,9 +59,9 @@ both_backends!(
         assert_eq!(body["passwords"], json!([{"algorithm": "SHA-256"}]));
         assert!(body.get("space").is_none(), "FLEXIAPI-483");
         let text = body.to_string();
-        let stored_ha1 = ha1(Algorithm::Sha256, "foobar", HOST, "s3cret");
+        let stored_ha1 = ha1(Algorithm::Sha256, "foobar", HOST, "s3cret-pw");
         assert!(
-            !text.contains(&stored_ha1) && !text.contains("s3cret"),
+            !text.contains(&stored_ha1) && !text.contains("s3cret-pw"),
             "no secret in account JSON"
         );
         let id = body["id"].as_i64().unwrap();
@@ -132,7 +132,7 @@ both_backends!(
         app.space("other.example.com", |_| {}).await;
         let (status, body) = status_json(
         call(&app, Method::POST, HOST, "/api/accounts", Some(&key))
-            .json(&json!({"username": "elsewhere", "password": "abc", "domain": "other.example.com", "activated": true, "admin": true})),
+            .json(&json!({"username": "elsewhere", "password": "abc-1234", "domain": "other.example.com", "activated": true, "admin": true})),
     )
     .await;
         assert_eq!(status, 200, "{body}");
@@ -165,26 +165,29 @@ both_backends!(validation_and_bodies, |app: TestApp| async move {
     );
 
     for (input, field) in [
-        (json!({"username": "Upper", "password": "abc"}), "username"),
+        (
+            json!({"username": "Upper", "password": "abc-1234"}),
+            "username",
+        ),
         (json!({"username": "ok", "password": "ab"}), "password"),
         (
-            json!({"username": "ok", "password": "abc", "algorithm": "MD5"}),
+            json!({"username": "ok", "password": "abc-1234", "algorithm": "MD5"}),
             "algorithm",
         ),
         (
-            json!({"username": "ok", "password": "abc", "dtmf_protocol": "morse"}),
+            json!({"username": "ok", "password": "abc-1234", "dtmf_protocol": "morse"}),
             "dtmf_protocol",
         ),
         (
-            json!({"username": "ok", "password": "abc", "admin": "maybe"}),
+            json!({"username": "ok", "password": "abc-1234", "admin": "maybe"}),
             "admin",
         ),
         (
-            json!({"username": "ok", "password": "abc", "display_name": "a\nb"}),
+            json!({"username": "ok", "password": "abc-1234", "display_name": "a\nb"}),
             "display_name",
         ),
         (
-            json!({"username": "ok", "password": "abc", "dictionary": {"k": 1}}),
+            json!({"username": "ok", "password": "abc-1234", "dictionary": {"k": 1}}),
             "dictionary",
         ),
     ] {
@@ -192,9 +195,10 @@ both_backends!(validation_and_bodies, |app: TestApp| async move {
         assert_eq!(status, 422, "{input}");
         assert!(body["errors"].get(field).is_some(), "{input} → {body}");
     }
-    let (status, _) = status_json(post(json!({"username": "dup", "password": "abc"}))).await;
+    let (status, _) = status_json(post(json!({"username": "dup", "password": "abc-1234"}))).await;
     assert_eq!(status, 200);
-    let (status, body) = status_json(post(json!({"username": "dup", "password": "abc"}))).await;
+    let (status, body) =
+        status_json(post(json!({"username": "dup", "password": "abc-1234"}))).await;
     assert_eq!(status, 422);
     assert_eq!(
         body["errors"]["username"][0],
@@ -217,13 +221,14 @@ both_backends!(validation_and_bodies, |app: TestApp| async move {
             .starts_with("Invalid JSON: "),
         "{body}"
     );
-    let big = json!({"username": "big", "password": "abc", "display_name": "x".repeat(70 * 1024)});
+    let big =
+        json!({"username": "big", "password": "abc-1234", "display_name": "x".repeat(70 * 1024)});
     let (status, _) = status_json(post(big)).await;
     assert_eq!(status, 413);
     let (status, body) = status_json(
         call(&app, Method::POST, HOST, "/api/accounts", Some(&key)).form(&[
             ("username", "formed"),
-            ("password", "abc"),
+            ("password", "abc-1234"),
             ("activated", "1"),
         ]),
     )
@@ -241,7 +246,8 @@ both_backends!(validation_and_bodies, |app: TestApp| async move {
         .unwrap();
     full.max_accounts = 3;
     app.state.store.update_space(&full).await.unwrap();
-    let (status, _) = status_json(post(json!({"username": "onemore", "password": "abc"}))).await;
+    let (status, _) =
+        status_json(post(json!({"username": "onemore", "password": "abc-1234"}))).await;
     assert_eq!(status, 403);
 });
 
@@ -405,7 +411,7 @@ both_backends!(list_activate_block_delete, |app: TestApp| async move {
     assert_eq!(status, 404);
     let (status, body) = status_json(
         call(&app, Method::POST, HOST, "/api/accounts", Some(&key))
-            .json(&json!({"username": "user07", "password": "abc"})),
+            .json(&json!({"username": "user07", "password": "abc-1234"})),
     )
     .await;
     assert_eq!(status, 422, "{body}");
@@ -471,7 +477,7 @@ both_backends!(roles, |app: TestApp| async move {
     assert_eq!(body["message"], "Unauthorized area");
     let (status, _) = status_json(
         call(&app, Method::POST, HOST, "/api/accounts", Some(&plain_key))
-            .json(&json!({"username": "x", "password": "abc"})),
+            .json(&json!({"username": "x", "password": "abc-1234"})),
     )
     .await;
     assert_eq!(status, 403);
@@ -592,11 +598,11 @@ both_backends!(super_admin_spaces_crud, |app: TestApp| async move {
     assert_eq!(body["max_accounts"], 5);
     assert_eq!(body["name"], "New");
     // The super admin manages the new space's accounts on any host, and creates there by domain.
-    let (status, body) = status_json(
-        spaces(Method::POST, "/api/accounts")
-            .json(&json!({"username": "remote", "password": "abc", "domain": "new.example.com"})),
-    )
-    .await;
+    let (status, body) =
+        status_json(spaces(Method::POST, "/api/accounts").json(
+            &json!({"username": "remote", "password": "abc-1234", "domain": "new.example.com"}),
+        ))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["domain"], "new.example.com");
     assert_eq!(body["passwords"], json!([{"algorithm": "MD5"}]));
@@ -770,7 +776,7 @@ both_backends!(fresh_install_driven_over_http, |app: TestApp| async move {
     // Everything else over HTTP.
     let (status, body) = status_json(
         call(&app, Method::POST, HOST, "/api/accounts", Some(&key))
-            .json(&json!({"username": "phone1", "password": "pw-123"})),
+            .json(&json!({"username": "phone1", "password": "pw-123456"})),
     )
     .await;
     assert_eq!(status, 200, "{body}");
