@@ -228,7 +228,7 @@ pub async fn list(state: &AppState, request: &RequestInfo) -> ApiResult {
     for account in &accounts {
         data.push(account_json(state, account, None).await?);
     }
-    let last_page = ((total + per_page - 1) / per_page).max(1);
+    let last_page = (total.saturating_add(per_page - 1) / per_page).max(1);
     let url = |p: i64| format!("{}?page={p}", request.path);
     let count = i64::try_from(data.len()).unwrap_or(i64::MAX);
     Ok(ApiReply::json(

@@ -51,11 +51,11 @@ pub enum ValueError {
 /// A short reason for a refused code point, for error messages an operator can act on.
 pub fn describe_forbidden(code: u32) -> &'static str {
     match code {
-        0x09 => "a tab",
-        0x0A | 0x0D => "a line break",
+        0x09 => "the tab control character",
+        0x0A | 0x0D => "a line-break control character",
         0x00..=0x1F => "a control character",
-        0x7F => "DEL",
-        0x85 => "NEL, a line break",
+        0x7F => "DEL, a control character",
+        0x85 => "NEL, a line-break control character",
         0x80..=0x9F => "a C1 control character",
         0x2028 | 0x2029 => "a Unicode line or paragraph separator",
         0xFFFE | 0xFFFF => "a non-character XML cannot carry",
