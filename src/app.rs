@@ -159,8 +159,10 @@ pub async fn mint_provisioning_token(
         .await?
         .with_context(|| format!("space {} not found", account.domain))?;
     let now = now_ms();
-    let expires_at =
-        (space.token_lifetime_minutes > 0).then(|| now + space.token_lifetime_minutes * 60_000);
+    // The lifetime is range-checked at input; saturating arithmetic keeps a value stored
+    // before that check (or edited by hand) from wrapping into a token born expired.
+    let expires_at = (space.token_lifetime_minutes > 0)
+        .then(|| now.saturating_add(space.token_lifetime_minutes.saturating_mul(60_000)));
     let token = new_token();
     store
         .create_provisioning_token(account.id, &hash_secret(&token), now, expires_at)

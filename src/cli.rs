@@ -138,8 +138,8 @@ pub struct SpaceArgs {
     /// Public base URL for this space's QR codes and wizard links.
     #[arg(long)]
     pub public_url: Option<String>,
-    /// Provisioning token lifetime in minutes (0 = never expires).
-    #[arg(long, default_value_t = 0)]
+    /// Provisioning token lifetime in minutes (0 = never expires; at most 525600: one year).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(crate::api::validate::limits::TOKEN_LIFETIME_MINUTES))]
     pub token_lifetime: i64,
     /// Make this a super space (its admins manage every space).
     #[arg(long = "super")]
@@ -565,7 +565,7 @@ async fn account_command(settings: &Settings, cmd: AccountCommand) -> anyhow::Re
                 )],
                 ..Default::default()
             };
-            crate::api::validate::new_account(&new, Some(&password))
+            crate::api::validate::new_account(&new, Some(&password), settings.min_password_length)
                 .map_err(|e| anyhow::anyhow!("{}", describe_validation(&e)))?;
             let account = store.create_account(&new, now_ms()).await?;
             if a.json {

@@ -40,6 +40,8 @@ pub struct Settings {
     pub api_key_ttl_minutes: i64,
     /// Seconds a Digest challenge (nonce/opaque) stays answerable.
     pub digest_nonce_ttl_seconds: i64,
+    /// Fewest characters a SIP password set through the API or CLI may have (FlexiAPI: 3).
+    pub min_password_length: usize,
     /// Seconds a client may take to send its request headers (slow-header guard).
     pub header_read_timeout_seconds: u64,
     /// Seconds a graceful shutdown waits for requests in flight.
@@ -108,6 +110,7 @@ impl Default for Settings {
             auth_token_ttl_minutes: 5,
             api_key_ttl_minutes: 60,
             digest_nonce_ttl_seconds: 300,
+            min_password_length: 8,
             header_read_timeout_seconds: 10,
             shutdown_grace_seconds: 10,
             log: "info".to_string(),
@@ -178,8 +181,86 @@ impl Settings {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("key `{key}`: {why}")));
-        if self.pool_size == 0 {
-            return bad("pool_size", "must be at least 1");
+        // Every number has a documented range (README, configuration table), so no arithmetic
+        // on a configured number (`now ± ttl × 60 000`, pool sizes, sandbox limits) can
+        // overflow or mean "unlimited" by accident.
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 16] = [
+            ("pool_size", self.pool_size as u64, 1..=1_024),
+            (
+                "auth_token_ttl_minutes",
+                clamp_u64(self.auth_token_ttl_minutes),
+                1..=1_440,
+            ),
+            (
+                "api_key_ttl_minutes",
+                clamp_u64(self.api_key_ttl_minutes),
+                0..=525_600,
+            ),
+            (
+                "digest_nonce_ttl_seconds",
+                clamp_u64(self.digest_nonce_ttl_seconds),
+                1..=86_400,
+            ),
+            (
+                "min_password_length",
+                self.min_password_length as u64,
+                1..=128,
+            ),
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+                1..=3_600,
+            ),
+            (
+                "shutdown_grace_seconds",
+                self.shutdown_grace_seconds,
+                0..=3_600,
+            ),
+            ("hooks.debounce_ms", self.hooks.debounce_ms, 0..=60_000),
+            (
+                "hooks.max_operations",
+                self.hooks.max_operations,
+                1..=1_000_000_000,
+            ),
+            (
+                "hooks.max_call_levels",
+                self.hooks.max_call_levels as u64,
+                1..=256,
+            ),
+            (
+                "hooks.max_expr_depth",
+                self.hooks.max_expr_depth as u64,
+                1..=1_024,
+            ),
+            (
+                "hooks.max_function_expr_depth",
+                self.hooks.max_function_expr_depth as u64,
+                1..=1_024,
+            ),
+            (
+                "hooks.max_string_size",
+                self.hooks.max_string_size as u64,
+                1..=16 * 1024 * 1024,
+            ),
+            (
+                "hooks.max_array_size",
+                self.hooks.max_array_size as u64,
+                1..=1_000_000,
+            ),
+            (
+                "hooks.max_map_size",
+                self.hooks.max_map_size as u64,
+                1..=1_000_000,
+            ),
+            ("hooks.deadline_ms", self.hooks.deadline_ms, 1..=60_000),
+        ];
+        for (key, value, range) in ranges {
+            if !range.contains(&value) {
+                return bad(
+                    key,
+                    &format!("must be between {} and {}", range.start(), range.end()),
+                );
+            }
         }
         if !self.public_url.is_empty() {
             validate_public_url(&self.public_url)
@@ -194,40 +275,6 @@ impl Settings {
             return bad(
                 "database",
                 "must be empty (embedded SQLite), sqlite://PATH, or postgres://USER@HOST/DB",
-            );
-        }
-        if self.auth_token_ttl_minutes <= 0 {
-            return bad("auth_token_ttl_minutes", "must be positive");
-        }
-        if self.api_key_ttl_minutes < 0 {
-            return bad("api_key_ttl_minutes", "must be 0 (never) or positive");
-        }
-        if self.digest_nonce_ttl_seconds <= 0 {
-            return bad("digest_nonce_ttl_seconds", "must be positive");
-        }
-        if self.header_read_timeout_seconds == 0 {
-            return bad("header_read_timeout_seconds", "must be positive");
-        }
-        let h = &self.hooks;
-        if h.max_operations == 0 {
-            return bad(
-                "hooks.max_operations",
-                "must be positive (0 would mean unlimited)",
-            );
-        }
-        if h.deadline_ms == 0 {
-            return bad("hooks.deadline_ms", "must be positive");
-        }
-        if h.max_call_levels == 0 || h.max_expr_depth == 0 || h.max_function_expr_depth == 0 {
-            return bad(
-                "hooks.max_call_levels",
-                "call and expression depths must be positive",
-            );
-        }
-        if h.max_string_size == 0 || h.max_array_size == 0 || h.max_map_size == 0 {
-            return bad(
-                "hooks.max_string_size",
-                "size limits must be positive (0 would mean unlimited)",
             );
         }
         Ok(())
@@ -250,6 +297,12 @@ impl Settings {
 /// resolver that keeps imports inside it) means the same thing whatever a later step does.
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A signed setting as `u64` for range checks: a negative value maps to `u64::MAX`, outside
+/// every range.
+fn clamp_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
 }
 
 /// Checks a public base URL: `http(s)://host[:port][/prefix]`, no query, no trailing slash.
@@ -337,6 +390,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`database`"), "{e}");
+
+        for (line, key) in [
+            ("pool_size = 0", "`pool_size`"),
+            (
+                "auth_token_ttl_minutes = 9223372036854775807",
+                "`auth_token_ttl_minutes`",
+            ),
+            ("api_key_ttl_minutes = -1", "`api_key_ttl_minutes`"),
+            (
+                "digest_nonce_ttl_seconds = 86401",
+                "`digest_nonce_ttl_seconds`",
+            ),
+            ("min_password_length = 0", "`min_password_length`"),
+            ("min_password_length = 129", "`min_password_length`"),
+            ("[hooks]\ndeadline_ms = 0", "`hooks.deadline_ms`"),
+            (
+                "[hooks]\nmax_operations = 9223372036854775807",
+                "`hooks.max_operations`",
+            ),
+        ] {
+            std::fs::write(&file, format!("{line}\n")).unwrap();
+            let e = Settings::load(Some(&file), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("between"), "{line}: {e}");
+        }
+        std::fs::write(&file, "min_password_length = 12\n").unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.min_password_length, 12);
 
         let missing = dir.path().join("missing.toml");
         assert!(Settings::load(Some(&missing), &Overrides::default()).is_err());

@@ -35,6 +35,9 @@ pub enum AppError {
     /// A token that exists but has expired (410).
     #[error("gone: {0}")]
     Gone(String),
+    /// The request contradicts the resource's state, e.g. an admin blocking itself (409).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Input validation failed (422), with per-field messages.
     #[error("validation failed: {0:?}")]
     Validation(FieldErrors),
@@ -74,6 +77,7 @@ impl AppError {
             AppError::Unauthorized(_) | AppError::Challenge { .. } => 401,
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) => 404,
+            AppError::Conflict(_) => 409,
             AppError::Gone(_) => 410,
             AppError::Validation(_) => 422,
             AppError::Denied { status, .. } => *status,
@@ -90,6 +94,7 @@ impl AppError {
             | AppError::Unauthorized(m)
             | AppError::Forbidden(m)
             | AppError::NotFound(m)
+            | AppError::Conflict(m)
             | AppError::Gone(m) => m.clone(),
             AppError::Validation(_) => "The given data was invalid.".to_string(),
             AppError::Denied { message, .. } | AppError::Challenge { message, .. } => {

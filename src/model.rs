@@ -315,13 +315,31 @@ impl Account {
         format!("sip:{}@{}", self.username, self.domain)
     }
 
-    /// FlexiAPI's `fullIdentifier`: `"Display" <sip:user@domain>` or `<sip:user@domain>`.
+    /// FlexiAPI's `fullIdentifier`: `"Display" <sip:user@domain>` or `<sip:user@domain>`, the
+    /// display name as an RFC 3261 quoted-string (§25.1: `"` and `\` escaped), so a name
+    /// holding either still parses as one name-addr (FlexiAPI pastes it raw).
     pub fn full_identifier(&self) -> String {
         match self.display_name.as_deref().filter(|d| !d.is_empty()) {
-            Some(name) => format!("\"{}\" <{}>", name, self.sip_uri()),
+            Some(name) => format!("{} <{}>", quoted_string(name), self.sip_uri()),
             None => format!("<{}>", self.sip_uri()),
         }
     }
+}
+
+/// `text` as an RFC 3261 quoted-string (§25.1): wrapped in `"`, with `"` and `\` written as
+/// quoted-pairs. The value rule keeps control characters out beforehand, so nothing else needs
+/// escaping (UTF-8 is qdtext).
+pub fn quoted_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// A stored SIP password: only its HA1, never the clear value.
@@ -367,5 +385,18 @@ pub fn iso_time(ms: i64) -> String {
             t.microsecond()
         ),
         Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_are_rfc3261_quoted_strings() {
+        assert_eq!(quoted_string("Anna O'Reily"), "\"Anna O'Reily\"");
+        assert_eq!(quoted_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(quoted_string(""), "\"\"");
+        assert_eq!(quoted_string("é ☃"), "\"é ☃\"");
     }
 }

@@ -74,7 +74,7 @@ fn operator_commands_with_json() {
             "add",
             "alice@sip.example.com",
             "--password",
-            "secret",
+            "secret-pw",
             "--set",
             "tier=gold",
             "--json",
@@ -106,7 +106,7 @@ fn operator_commands_with_json() {
     let doc = provisio::lpconfig::xml::parse(out.trim()).unwrap();
     assert_eq!(doc.section("sip").unwrap().get("transport"), Some("tls"));
     let md5 = hex::encode(<md5::Md5 as md5::Digest>::digest(
-        b"alice:sip.example.com:secret",
+        b"alice:sip.example.com:secret-pw",
     ));
     assert_eq!(
         doc.section("auth_info_0").unwrap().get("ha1"),

@@ -435,9 +435,10 @@ both_backends!(escaping_round_trips, |app: TestApp| async move {
     assert_eq!(r.status(), 200);
     let body = r.text().await.unwrap();
     let e = entries(&body);
+    // RFC 3261 §25.1: the display name is a quoted-string, its `"` written as quoted-pairs.
     assert_eq!(
         e["proxy_0/reg_identity"],
-        format!("\"{name}\" <sip:zoe@esc.example.com>")
+        "\"Zoë \\\"Z\\\" O'Brien & <Co> ☃ 😀\" <sip:zoe@esc.example.com>"
     );
     assert_eq!(e["proxy_0/reg_route"], "<sip:a&b;lr>");
     let doc = roxmltree::Document::parse(&body).unwrap();

@@ -4,9 +4,11 @@
 
 use crate::api::access;
 use crate::api::input::Input;
+use crate::api::validate::{Errors, limits};
 use crate::api::{ApiReply, ApiResult, json, validate};
 use crate::app::{MintedToken, mint_provisioning_token};
 use crate::error::AppError;
+use crate::lpconfig::is_forbidden_char;
 use crate::model::{Account, Algorithm, Space, now_ms};
 use crate::pipeline::request::RequestInfo;
 use crate::secret::{ct_eq, ha1, hash_password};
@@ -16,8 +18,6 @@ use serde_json::{Value, json};
 
 /// Laravel's page size for FlexiAPI's account list.
 pub const DEFAULT_PER_PAGE: i64 = 20;
-/// Largest `per_page` a client may ask for.
-pub const MAX_PER_PAGE: i64 = 100;
 
 /// The four admin switches of `POST /api/accounts/{id}/{action}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,14 +127,27 @@ pub async fn create(state: &AppState, request: &RequestInfo, body: Value) -> Api
         activated,
         admin: is_admin,
         ip_address: request.client_ip.map(|ip| ip.to_string()),
+        // Hooks and the JSON see the creator's User-Agent: keep only what the value rule allows.
         user_agent: Some(
             Some(request.user_agent())
                 .filter(|ua| !ua.is_empty())
-                .map_or_else(|| space.name.clone(), |ua| ua.chars().take(256).collect()),
+                .map_or_else(
+                    || space.name.clone(),
+                    |ua| {
+                        ua.chars()
+                            .filter(|c| !is_forbidden_char(*c))
+                            .take(256)
+                            .collect()
+                    },
+                ),
         ),
         dictionary,
     };
-    input.merge(validate::new_account(&new, Some(&password)));
+    input.merge(validate::new_account(
+        &new,
+        Some(&password),
+        state.settings.min_password_length,
+    ));
     input.finish()?;
 
     if space.max_accounts > 0 {
@@ -187,18 +200,25 @@ fn check_algorithm(input: &mut Input, algorithm: Option<&str>, space: &Space) {
 
 /// `GET /api/accounts[?page=N&per_page=M]` (admin) — the request space's accounts, by id, in
 /// Laravel's paginator shape (`data`, `total`, `current_page`, `per_page`, `last_page`, …).
+/// `page` (1–1,000,000) and `per_page` (1–100, default 20) outside their range: 422.
 pub async fn list(state: &AppState, request: &RequestInfo) -> ApiResult {
     let admin = access::admin(state, request).await?;
-    let number = |k: &str| {
-        request
-            .query
-            .get(k)
-            .and_then(|v| v.trim().parse::<i64>().ok())
+    let mut errors = Errors::default();
+    let mut number = |k: &str, range: &std::ops::RangeInclusive<i64>, default: i64| {
+        let Some(raw) = request.query.get(k) else {
+            return default;
+        };
+        match raw.trim().parse::<i64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                errors.add(k, validate::range_message(k, range));
+                default
+            }
+        }
     };
-    let page = number("page").filter(|p| *p >= 1).unwrap_or(1);
-    let per_page = number("per_page")
-        .filter(|p| (1..=MAX_PER_PAGE).contains(p))
-        .unwrap_or(DEFAULT_PER_PAGE);
+    let page = number("page", &limits::PAGE, 1);
+    let per_page = number("per_page", &limits::PER_PAGE, DEFAULT_PER_PAGE);
+    errors.finish()?;
     let offset = (page - 1).saturating_mul(per_page);
     let (accounts, total) = state
         .store
@@ -208,7 +228,7 @@ pub async fn list(state: &AppState, request: &RequestInfo) -> ApiResult {
     for account in &accounts {
         data.push(account_json(state, account, None).await?);
     }
-    let last_page = ((total + per_page - 1) / per_page).max(1);
+    let last_page = (total.saturating_add(per_page - 1) / per_page).max(1);
     let url = |p: i64| format!("{}?page={p}", request.path);
     let count = i64::try_from(data.len()).unwrap_or(i64::MAX);
     Ok(ApiReply::json(
@@ -241,10 +261,16 @@ pub async fn show(state: &AppState, request: &RequestInfo, id: i64) -> ApiResult
 }
 
 /// `DELETE /api/accounts/{id}` (admin) — deletes it and tombstones its identity (never
-/// reusable); 200 with an empty body.
+/// reusable); 200 with an empty body. The caller's own account: 409 (an admin that deletes
+/// itself may leave its space with no admin at all).
 pub async fn delete(state: &AppState, request: &RequestInfo, id: i64) -> ApiResult {
     let admin = access::admin(state, request).await?;
     let account = access::scoped_account(state, &admin, id).await?;
+    if account.id == admin.account.id {
+        return Err(AppError::Conflict(
+            "An admin cannot delete its own account: another admin must do it.".to_string(),
+        ));
+    }
     remove(state, &account).await?;
     tracing::info!(
         account_id = account.id,
@@ -255,9 +281,15 @@ pub async fn delete(state: &AppState, request: &RequestInfo, id: i64) -> ApiResu
 }
 
 /// `POST /api/accounts/{id}/activate|deactivate|block|unblock` (admin) — 200 with the account.
+/// Blocking the caller's own account: 409 (it would lock the admin out of the API).
 pub async fn action(state: &AppState, request: &RequestInfo, id: i64, action: Action) -> ApiResult {
     let admin = access::admin(state, request).await?;
     let account = access::scoped_account(state, &admin, id).await?;
+    if action == Action::Block && account.id == admin.account.id {
+        return Err(AppError::Conflict(
+            "An admin cannot block its own account: another admin must do it.".to_string(),
+        ));
+    }
     let updated = state
         .store
         .update_account(account.id, &action.update(), now_ms())
@@ -307,9 +339,15 @@ pub async fn me_provision(state: &AppState, request: &RequestInfo) -> ApiResult 
 }
 
 /// `DELETE /api/accounts/me` (user) — deletes the caller (tombstoned); 200 with body `1`, as
-/// Laravel renders FlexiAPI's `true`.
+/// Laravel renders FlexiAPI's `true`. An admin gets 409: it cannot delete itself through the
+/// API (another admin, or the command line, must).
 pub async fn me_delete(state: &AppState, request: &RequestInfo) -> ApiResult {
     let (account, _) = access::user(state, request).await?;
+    if account.admin {
+        return Err(AppError::Conflict(
+            "An admin cannot delete its own account: another admin must do it.".to_string(),
+        ));
+    }
     remove(state, &account).await?;
     tracing::info!(account_id = account.id, "account deleted by its owner");
     Ok(ApiReply::json(200, json!(1)))
@@ -354,7 +392,11 @@ pub async fn me_password(state: &AppState, request: &RequestInfo, body: Value) -
             domain: account.domain.clone(),
             ..Default::default()
         };
-        input.merge(validate::new_account(&probe, Some(p)));
+        input.merge(validate::new_account(
+            &probe,
+            Some(p),
+            state.settings.min_password_length,
+        ));
     }
     input.finish()?;
     let Some(password) = password else {

@@ -21,7 +21,7 @@ use serde_json::json;
 /// * The key is a named admin key that never expires from inactivity and is bound to no IP.
 pub async fn create_admin(
     store: &DynStore,
-    _settings: &Settings,
+    settings: &Settings,
     identity: &str,
     password: &str,
     super_admin: bool,
@@ -36,8 +36,8 @@ pub async fn create_admin(
     if !is_valid_domain(&domain) {
         bail!("invalid domain {domain:?}");
     }
-    if password.chars().count() < 3 || password.chars().any(crate::lpconfig::is_forbidden_char) {
-        bail!("the password must be at least 3 characters, without control characters");
+    if let Err(why) = crate::api::validate::password_rule(password, settings.min_password_length) {
+        bail!("{why}");
     }
     let mut space = match store.space_by_domain(&domain).await? {
         Some(space) => space,

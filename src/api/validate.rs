@@ -1,12 +1,34 @@
 //! Input validation shared by the API (422 with FlexiAPI's `errors` shape) and the CLI: every
-//! text that can reach a document obeys the value rule here, where it enters.
+//! text that can reach a document obeys the value rule ([`crate::lpconfig::ValueError`]) here,
+//! where it enters, and every number lies in the documented range of [`limits`], so no
+//! arithmetic on a client's number can overflow.
 
 use crate::config::validate_public_url;
 use crate::error::{AppError, FieldErrors};
-use crate::lpconfig::{check_value, ini, is_forbidden_char};
+use crate::lpconfig::{describe_forbidden, first_forbidden, ini};
 use crate::model::Space;
 use crate::store::NewAccount;
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+/// The documented range of every number the API accepts (docs/openapi.yaml states the same
+/// `minimum`/`maximum`; a test compares them).
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// `provisioning_token_expiration_minutes`: 0 (never) to one year.
+    pub const TOKEN_LIFETIME_MINUTES: RangeInclusive<i64> = 0..=525_600;
+    /// `max_accounts`: 0 (unlimited) to ten million accounts per space.
+    pub const MAX_ACCOUNTS: RangeInclusive<i64> = 0..=10_000_000;
+    /// `max_account` (the `ui` flag the app reads as a C `int`): 0 (unlimited) to 1000.
+    pub const UI_MAX_ACCOUNT: RangeInclusive<i64> = 0..=1_000;
+    /// `page` of the account list.
+    pub const PAGE: RangeInclusive<i64> = 1..=1_000_000;
+    /// `per_page` of the account list.
+    pub const PER_PAGE: RangeInclusive<i64> = 1..=100;
+    /// Longest URL (`vcard_list_url`, `public_url`) a space may hold.
+    pub const URL_CHARS: usize = 2_048;
+}
 
 /// Custom-entry keys FlexiAPI refuses because the platform sets them (reference §5.7).
 pub const RESERVED_CUSTOM_KEYS: &[&str] = &[
@@ -58,14 +80,43 @@ impl Errors {
                     format!("The {field} may not be greater than {max} characters."),
                 );
             }
-            if check_value(field, v).is_err() {
-                self.add(
-                    field,
-                    format!("The {field} may not contain control characters."),
-                );
-            }
+            self.chars(field, v);
         }
     }
+
+    /// Checks text against the value rule alone, naming the first refused character.
+    pub fn chars(&mut self, field: &str, value: &str) {
+        if let Some(message) = forbidden_message(field, value) {
+            self.add(field, message);
+        }
+    }
+
+    /// Checks that a number lies in its documented range.
+    pub fn range(&mut self, field: &str, value: i64, range: &RangeInclusive<i64>) {
+        if !range.contains(&value) {
+            self.add(field, range_message(field, range));
+        }
+    }
+}
+
+/// The 422 message for a value holding a character the value rule refuses, or `None`.
+pub fn forbidden_message(field: &str, value: &str) -> Option<String> {
+    first_forbidden(value).map(|c| {
+        format!(
+            "The {field} may not contain U+{:04X} ({}): control characters, line separators, U+FFFE and U+FFFF cannot go into a provisioning document.",
+            c as u32,
+            describe_forbidden(c as u32)
+        )
+    })
+}
+
+/// The 422 message for a number outside its range.
+pub fn range_message(field: &str, range: &RangeInclusive<i64>) -> String {
+    format!(
+        "The {field} field must be between {} and {}.",
+        range.start(),
+        range.end()
+    )
 }
 
 /// FlexiAPI's default username rule `^[a-z0-9+_.-]*$`, non-empty, at most 64 characters.
@@ -86,8 +137,13 @@ pub fn is_valid_domain(d: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
-/// Checks an account about to be created (and its clear password, when there is one).
-pub fn new_account(a: &NewAccount, password: Option<&str>) -> Result<(), AppError> {
+/// Checks an account about to be created (and its clear password, when there is one, against
+/// the `min_password_length` setting).
+pub fn new_account(
+    a: &NewAccount,
+    password: Option<&str>,
+    min_password_length: usize,
+) -> Result<(), AppError> {
     let mut e = Errors::default();
     if !is_valid_username(&a.username) {
         e.add(
@@ -107,16 +163,8 @@ pub fn new_account(a: &NewAccount, password: Option<&str>) -> Result<(), AppErro
         e.add("email", "The email must be a valid email address.");
     }
     e.text("phone", a.phone.as_deref(), 64);
-    if let Some(p) = password {
-        if p.chars().count() < 3 {
-            e.add("password", "The password must be at least 3 characters.");
-        }
-        if p.chars().any(is_forbidden_char) {
-            e.add(
-                "password",
-                "The password may not contain control characters.",
-            );
-        }
+    if let Some(Err(why)) = password.map(|p| password_rule(p, min_password_length)) {
+        e.add("password", why);
     }
     if let Some(d) = &a.dtmf_protocol
         && !["sipinfo", "rfc2833", "sipmessage"].contains(&d.as_str())
@@ -136,6 +184,18 @@ pub fn new_account(a: &NewAccount, password: Option<&str>) -> Result<(), AppErro
     e.finish()
 }
 
+/// The password rule: at least `min` characters, none refused by the value rule (a password
+/// travels in JSON and on command lines; a control character in it is a mistake).
+pub fn password_rule(password: &str, min: usize) -> Result<(), String> {
+    if password.chars().count() < min {
+        return Err(format!("The password must be at least {min} characters."));
+    }
+    match forbidden_message("password", password) {
+        Some(message) => Err(message),
+        None => Ok(()),
+    }
+}
+
 /// Dictionary keys are identifiers (1–64 of a-z A-Z 0-9 _ . -); values obey the value rule.
 pub fn dictionary(d: &BTreeMap<String, String>) -> Result<(), AppError> {
     let mut e = Errors::default();
@@ -151,13 +211,14 @@ pub fn dictionary(d: &BTreeMap<String, String>) -> Result<(), AppError> {
                 format!("The key {k:?} must be 1–64 characters among a-z A-Z 0-9 _ . -"),
             );
         }
-        if v.len() > 4096 || v.chars().any(is_forbidden_char) {
+        if v.chars().count() > 4096 {
             e.add(
                 "dictionary",
-                format!(
-                    "The value of {k:?} must be at most 4096 characters without control characters."
-                ),
+                format!("The value of {k:?} may not be greater than 4096 characters."),
             );
+        }
+        if let Some(message) = forbidden_message(&format!("value of {k:?}"), v) {
+            e.add("dictionary", message);
         }
     }
     e.finish()
@@ -170,6 +231,7 @@ pub fn space(s: &Space) -> Result<(), AppError> {
         e.add("domain", "The domain is not a valid domain name.");
     }
     if s.host.is_empty()
+        || s.host.len() > 253
         || !s
             .host
             .chars()
@@ -178,13 +240,19 @@ pub fn space(s: &Space) -> Result<(), AppError> {
         e.add("host", "The host must be a host name (no port, no scheme).");
     }
     e.text("name", Some(&s.name), 255);
-    if s.realm.is_empty() || s.realm.contains('"') {
+    // The realm is sent in `WWW-Authenticate` quoted-strings: printable ASCII only.
+    if s.realm.is_empty()
+        || s.realm.len() > 255
+        || !s
+            .realm
+            .chars()
+            .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\')
+    {
         e.add(
             "realm",
-            "The realm must be non-empty and contain no double quote.",
+            "The realm must be 1–255 printable ASCII characters, without a double quote or backslash.",
         );
     }
-    e.text("realm", Some(&s.realm), 255);
     for (field, text) in [
         ("base_rc", &s.base_rc),
         ("custom_provisioning_entries", &s.custom_entries),
@@ -219,10 +287,19 @@ pub fn space(s: &Space) -> Result<(), AppError> {
         ("public_url", &s.public_url),
     ] {
         if let Some(url) = url.as_deref().filter(|u| !u.is_empty()) {
-            let ok = if field == "public_url" {
+            if let Some(message) = forbidden_message(field, url) {
+                e.add(field, message);
+                continue;
+            }
+            let ok = if url.chars().count() > limits::URL_CHARS {
+                Err(format!(
+                    "may not be greater than {} characters",
+                    limits::URL_CHARS
+                ))
+            } else if field == "public_url" {
                 validate_public_url(url)
             } else if url.starts_with("http://") || url.starts_with("https://") {
-                check_value(field, url).map_err(|e| e.to_string())
+                Ok(())
             } else {
                 Err("must start with http:// or https://".to_string())
             };
@@ -231,14 +308,12 @@ pub fn space(s: &Space) -> Result<(), AppError> {
             }
         }
     }
-    if s.token_lifetime_minutes < 0 {
-        e.add(
-            "provisioning_token_expiration_minutes",
-            "Must be 0 (never) or positive.",
-        );
-    }
-    if s.max_accounts < 0 || s.ui.max_account < 0 {
-        e.add("max_accounts", "Must be 0 (unlimited) or positive.");
-    }
+    e.range(
+        "provisioning_token_expiration_minutes",
+        s.token_lifetime_minutes,
+        &limits::TOKEN_LIFETIME_MINUTES,
+    );
+    e.range("max_accounts", s.max_accounts, &limits::MAX_ACCOUNTS);
+    e.range("max_account", s.ui.max_account, &limits::UI_MAX_ACCOUNT);
     e.finish()
 }

@@ -549,3 +549,113 @@ mod tests {
         );
     }
 }
+
+/// Property tests of the parsers of untrusted Digest input (`Authorization`, `From`, `uri`).
+#[cfg(test)]
+mod properties {
+    use super::{parse_authorization, parse_from, same_request_target};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Text with the characters that matter to the header grammar, and any others.
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                3 => proptest::char::range(' ', '~'),
+                2 => proptest::sample::select(vec!['"', '\\', ',', '=', ' ', '\t', '%', '<', '>', ';', '@', ':']),
+                1 => any::<char>(),
+            ],
+            0..max,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    /// `\`-escapes `"` and `\` (RFC 7616 §3.4, RFC 9110 §5.6.4 quoted-pair).
+    fn quote(value: &str) -> String {
+        let mut out = String::from("\"");
+        for c in value.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any header value is answered without panicking.
+        #[test]
+        fn authorization_never_panics(raw in text(64), tail in text(64)) {
+            let _ = parse_authorization(&raw);
+            let _ = parse_authorization(&format!("Digest {raw}"));
+            let _ = parse_authorization(&format!("Digest {raw}=\"{tail}"));
+        }
+
+        /// Parameters written with quoted values (any characters, escaped) or bare tokens, in
+        /// any key case and with loose separators, read back exactly, keys lower-cased.
+        #[test]
+        fn authorization_round_trips(
+            params in proptest::collection::btree_map("[a-z][a-z0-9_-]{0,8}", (text(24), any::<bool>()), 1..8),
+            upper in any::<bool>(),
+            separator in proptest::sample::select(vec![",", ", ", " , ", ",\t"]),
+            token in "[A-Za-z0-9._~+/-]{1,12}",
+        ) {
+            let mut expected = BTreeMap::new();
+            let parts: Vec<String> = params
+                .iter()
+                .map(|(k, (v, quoted))| {
+                    let key = if upper { k.to_ascii_uppercase() } else { k.clone() };
+                    if *quoted {
+                        expected.insert(k.clone(), v.clone());
+                        format!("{key}={}", quote(v))
+                    } else {
+                        expected.insert(k.clone(), token.clone());
+                        format!("{key}={token}")
+                    }
+                })
+                .collect();
+            let header = format!("Digest {}", parts.join(separator));
+            prop_assert_eq!(parse_authorization(&header), Some(expected), "{}", header);
+        }
+
+        /// Another scheme is never read as Digest.
+        #[test]
+        fn other_schemes_are_refused(scheme in "[A-Za-z]{1,10}", rest in text(32)) {
+            prop_assume!(!scheme.eq_ignore_ascii_case("digest"));
+            prop_assert_eq!(parse_authorization(&format!("{scheme} {rest}")), None);
+        }
+
+        /// `From` parsing is total, and what it accepts is a usable identity.
+        #[test]
+        fn from_is_total_and_sane(raw in text(48)) {
+            for candidate in [raw.clone(), format!("sip:{raw}"), format!("<sip:{raw}>")] {
+                if let Some(id) = parse_from(&candidate) {
+                    prop_assert!(!id.username.is_empty() && !id.username.contains(['@', ':']));
+                    prop_assert!(!id.username.chars().any(char::is_control));
+                    prop_assert!(!id.domain.is_empty() && !id.domain.chars().any(|c| c.is_ascii_uppercase()));
+                }
+            }
+        }
+
+        /// A user and host always come back from the URI forms liblinphone sends.
+        #[test]
+        fn from_reads_generated_identities(user in "[a-z0-9_.+-]{1,16}", host in "[a-z0-9-]{1,10}(\\.[a-z0-9-]{1,10}){0,3}") {
+            for form in [format!("sip:{user}@{host}"), format!("\"N\" <sip:{user}@{host}>;tag=x"), format!("sip:{user}@{host}:5060;transport=tls")] {
+                let id = parse_from(&form);
+                prop_assert_eq!(id.as_ref().map(|i| i.username.as_str()), Some(user.as_str()), "{}", form);
+                prop_assert_eq!(id.as_ref().map(|i| i.domain.as_str()), Some(host.as_str()));
+            }
+        }
+
+        /// Request-target comparison is total and reflexive.
+        #[test]
+        fn request_target_is_total(uri in text(32), path in "/[a-z/%0-9A-F]{0,16}", query in "[a-z=&%0-9A-F]{0,16}") {
+            let _ = same_request_target(&uri, &path, &query);
+            let target = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
+            prop_assert!(same_request_target(&target, &path, &query));
+        }
+    }
+}

@@ -135,4 +135,125 @@ mod tests {
         assert_eq!(c.section("a").unwrap().get("k"), Some("2"));
         assert_eq!(c.sections.len(), 2);
     }
+
+    mod properties {
+        use super::super::parse;
+        use crate::lpconfig::Config;
+        use crate::lpconfig::strategies::{allowed_text, any_text};
+        use proptest::prelude::*;
+
+        /// A section name the INI syntax can carry: trimmed, non-empty, no brackets.
+        fn section_name() -> impl Strategy<Value = String> {
+            allowed_text(12)
+                .prop_map(|s| s.replace(['[', ']'], "").trim().to_string())
+                .prop_filter("non-empty", |s| !s.is_empty())
+        }
+
+        /// A key the INI syntax can carry: trimmed, non-empty, no `=`, not a comment or header.
+        fn key() -> impl Strategy<Value = String> {
+            allowed_text(12)
+                .prop_map(|s| s.replace('=', "").trim().to_string())
+                .prop_filter("a key", |s| {
+                    !s.is_empty() && !s.starts_with(['#', ';', '['])
+                })
+        }
+
+        /// Sections with distinct names, each with distinct keys.
+        fn document() -> impl Strategy<Value = Config> {
+            proptest::collection::vec(
+                (
+                    section_name(),
+                    proptest::collection::vec((key(), allowed_text(20)), 0..5),
+                ),
+                0..5,
+            )
+            .prop_map(|sections| {
+                let mut config = Config::new();
+                for (name, entries) in sections {
+                    if config.position(&name).is_some() {
+                        continue;
+                    }
+                    let i = config.push_section(&name);
+                    for (k, v) in entries {
+                        if config.sections[i].get(&k).is_none() {
+                            config.sections[i].set(&k, v, false);
+                        }
+                    }
+                }
+                config
+            })
+        }
+
+        /// Writes a document as INI, every value quoted with `\"` and `\\` escaped.
+        fn write_quoted(config: &Config) -> String {
+            let mut out = String::new();
+            for s in &config.sections {
+                out.push_str(&format!("[{}]\n", s.name));
+                for e in &s.entries {
+                    let v = e.value.replace('\\', "\\\\").replace('"', "\\\"");
+                    out.push_str(&format!("{} = \"{v}\"\n", e.name));
+                }
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever the text, the parser answers (never panics); what it accepts obeys the
+            /// value rule, and an error names a line of the text.
+            #[test]
+            fn any_text_is_answered_and_accepted_text_obeys_the_rule(
+                lines in proptest::collection::vec(any_text(24), 0..8)
+            ) {
+                let text = lines.join("\n");
+                match parse(&text) {
+                    Ok(config) => {
+                        prop_assert!(config.validate().is_ok());
+                        let mut names = config.names();
+                        names.dedup();
+                        prop_assert_eq!(names.len(), config.sections.len());
+                    }
+                    Err(e) => {
+                        prop_assert!(e.line >= 1 && e.line <= text.lines().count().max(1), "{e}");
+                    }
+                }
+            }
+
+            /// Lines shaped like INI (headers, pairs, comments), with any characters inside.
+            #[test]
+            fn ini_shaped_text_is_answered(
+                lines in proptest::collection::vec(
+                    (0..4_u8, any_text(10), any_text(10)).prop_map(|(kind, a, b)| match kind {
+                        0 => format!("[{a}]"),
+                        1 => format!("{a}={b}"),
+                        2 => format!("{a}=\"{b}"),
+                        _ => format!("#{a}"),
+                    }),
+                    0..10,
+                )
+            ) {
+                let text = lines.join("\n");
+                if let Ok(config) = parse(&text) {
+                    prop_assert!(config.validate().is_ok());
+                }
+            }
+
+            /// Written quoted, any document the rule accepts reads back identically.
+            #[test]
+            fn quoted_documents_round_trip(config in document()) {
+                let text = write_quoted(&config);
+                prop_assert_eq!(parse(&text).map_err(|e| TestCaseError::fail(e.to_string()))?, config, "{}", text);
+            }
+
+            /// Unquoted values read back as themselves, trimmed.
+            #[test]
+            fn unquoted_values_are_literal_and_trimmed(k in key(), v in allowed_text(20)) {
+                prop_assume!(!v.trim_start().starts_with('"'));
+                let text = format!("[s]\n{k}={v}\n");
+                let config = parse(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(config.section("s").and_then(|s| s.get(&k)), Some(v.trim()));
+            }
+        }
+    }
 }

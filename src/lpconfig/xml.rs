@@ -187,4 +187,117 @@ mod tests {
         assert!(parse("<other/>").is_err());
         assert!(parse("<config><section name=\"a\"><entry>x</entry></section></config>").is_err());
     }
+
+    #[test]
+    fn roxmltree_is_strict_about_xml_chars() {
+        // The property tests below lean on roxmltree refusing what libxml2 refuses. (It reads a
+        // surrogate character reference such as `&#xD800;` as U+FFFD; the renderer never
+        // writes character references, and the integration tests also run libxml2 itself.)
+        for bad in [
+            "\u{fffe}", "\u{ffff}", "\u{1}", "&#xFFFE;", "&#xFFFF;", "&#1;",
+        ] {
+            let doc = format!(
+                "<config><section name=\"s\"><entry name=\"k\">{bad}</entry></section></config>"
+            );
+            assert!(
+                roxmltree::Document::parse(&doc).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(roxmltree::Document::parse("<config a=\"\u{fffe}\"/>").is_err());
+        assert!(roxmltree::Document::parse("<config>\u{85}\u{2028}\u{fffd}</config>").is_ok());
+    }
+
+    mod properties {
+        use super::super::{NAMESPACE, parse, render};
+        use crate::lpconfig::strategies::{allowed_text, any_text};
+        use crate::lpconfig::{Config, Entry, Section, is_forbidden_char};
+        use proptest::prelude::*;
+
+        /// A document the value rule accepts: names and values of any allowed characters.
+        fn valid_document() -> impl Strategy<Value = Config> {
+            let name = || allowed_text(10).prop_filter("non-empty", |s| !s.trim().is_empty());
+            let section_name = name().prop_map(|s| s.replace(['[', ']'], "-"));
+            let entry_name = name().prop_map(|s| s.replace('=', "-"));
+            let entry = (entry_name, allowed_text(24), any::<bool>()).prop_map(
+                |(name, value, overwrite)| Entry {
+                    name,
+                    value,
+                    overwrite,
+                },
+            );
+            proptest::collection::vec((section_name, proptest::collection::vec(entry, 0..5)), 0..5)
+                .prop_map(|sections| Config {
+                    sections: sections
+                        .into_iter()
+                        .map(|(name, entries)| Section { name, entries })
+                        .collect(),
+                })
+        }
+
+        /// The document as a strict, independent XML parser reads it.
+        fn read_with_roxmltree(xml: &str) -> Result<Config, String> {
+            let doc = roxmltree::Document::parse(xml).map_err(|e| e.to_string())?;
+            let root = doc.root_element();
+            if root.tag_name().name() != "config" || root.tag_name().namespace() != Some(NAMESPACE)
+            {
+                return Err(format!("root {:?}", root.tag_name()));
+            }
+            let mut config = Config::new();
+            for s in root.children().filter(|n| n.is_element()) {
+                let mut section = Section::new(s.attribute("name").ok_or("section name")?);
+                for e in s.children().filter(|n| n.is_element()) {
+                    let value: String = e
+                        .children()
+                        .filter_map(|t| t.text())
+                        .collect::<Vec<_>>()
+                        .concat();
+                    section.entries.push(Entry {
+                        name: e.attribute("name").ok_or("entry name")?.to_string(),
+                        value,
+                        overwrite: e.attribute("overwrite") == Some("true"),
+                    });
+                }
+                config.sections.push(section);
+            }
+            Ok(config)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Render → parse back with roxmltree (strict XML 1.0) and with our own reader:
+            /// the same sections, entries, values and flags, and no control character on the
+            /// wire.
+            #[test]
+            fn rendered_documents_parse_back_identically(config in valid_document()) {
+                prop_assert!(config.validate().is_ok());
+                let xml = render(&config);
+                prop_assert!(!xml.chars().any(is_forbidden_char), "{:?}", xml);
+                prop_assert_eq!(read_with_roxmltree(&xml).map_err(TestCaseError::fail)?, config.clone());
+                prop_assert_eq!(parse(&xml).map_err(TestCaseError::fail)?, config);
+            }
+
+            /// A document holding any character is either refused by the value rule, or renders
+            /// as XML a strict parser accepts.
+            #[test]
+            fn what_validates_always_parses(
+                section in any_text(8), entry in any_text(8), value in any_text(16)
+            ) {
+                let mut config = Config::new();
+                let i = config.push_section(&section);
+                config.sections[i].set(&entry, value, false);
+                if config.validate().is_ok() {
+                    prop_assert!(roxmltree::Document::parse(&render(&config)).is_ok());
+                }
+            }
+
+            /// Our own reader answers any text without panicking.
+            #[test]
+            fn reader_never_panics(text in any_text(64)) {
+                let _ = parse(&text);
+                let _ = parse(&format!("<config><section name=\"a\"><entry name=\"b\">{text}</entry></section></config>"));
+            }
+        }
+    }
 }
