@@ -44,6 +44,12 @@ pub struct Settings {
     pub header_read_timeout_seconds: u64,
     /// Seconds a graceful shutdown waits for requests in flight.
     pub shutdown_grace_seconds: u64,
+    /// Seconds between housekeeping passes that delete expired and spent rows, so tables stop
+    /// growing (0 = off; at most one day).
+    pub housekeeping_interval_seconds: u64,
+    /// Days a used or superseded provisioning token is kept (for audits and support) before
+    /// housekeeping deletes it (1 to 3650).
+    pub token_retention_days: u32,
     /// Log filter in `tracing` EnvFilter syntax (`RUST_LOG` wins when set).
     pub log: String,
     /// Hook scripts and their sandbox.
@@ -110,6 +116,8 @@ impl Default for Settings {
             digest_nonce_ttl_seconds: 300,
             header_read_timeout_seconds: 10,
             shutdown_grace_seconds: 10,
+            housekeeping_interval_seconds: 300,
+            token_retention_days: 30,
             log: "info".to_string(),
             hooks: HookSettings::default(),
         }
@@ -207,6 +215,15 @@ impl Settings {
         }
         if self.header_read_timeout_seconds == 0 {
             return bad("header_read_timeout_seconds", "must be positive");
+        }
+        if self.housekeeping_interval_seconds > 86_400 {
+            return bad(
+                "housekeeping_interval_seconds",
+                "must be 0 (off) to 86400 (one day)",
+            );
+        }
+        if !(1..=3650).contains(&self.token_retention_days) {
+            return bad("token_retention_days", "must be 1 to 3650");
         }
         let h = &self.hooks;
         if h.max_operations == 0 {
