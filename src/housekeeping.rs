@@ -24,15 +24,21 @@ pub const PASS_TIMEOUT: Duration = Duration::from_secs(120);
 /// One day in milliseconds.
 const DAY_MS: i64 = 86_400_000;
 
+/// Rows that die by expiry are deleted this long after they expired, so an instance whose
+/// clock runs behind (or, later, batches API-key use) never sees a row vanish while it would
+/// still accept it: deleting must never change an answer.
+pub const EXPIRY_GRACE_MS: i64 = 60_000;
+
 /// The cut-offs of a pass at `now` under `settings` (saturating: no setting can overflow them).
 pub fn rules(settings: &Settings, now: i64) -> PurgeRules {
     let before = |ms: i64| now.saturating_sub(ms);
+    let expired = |ms: i64| before(ms.saturating_add(EXPIRY_GRACE_MS));
     PurgeRules {
-        auth_tokens_before: before(settings.auth_token_ttl_minutes.saturating_mul(60_000)),
-        nonces_before: before(settings.digest_nonce_ttl_seconds.saturating_mul(1000)),
+        auth_tokens_before: expired(settings.auth_token_ttl_minutes.saturating_mul(60_000)),
+        nonces_before: expired(settings.digest_nonce_ttl_seconds.saturating_mul(1000)),
         answered_nonces: true,
         user_keys_idle_before: (settings.api_key_ttl_minutes > 0)
-            .then(|| before(settings.api_key_ttl_minutes.saturating_mul(60_000))),
+            .then(|| expired(settings.api_key_ttl_minutes.saturating_mul(60_000))),
         tokens_retired_before: Some(before(
             i64::from(settings.token_retention_days).saturating_mul(DAY_MS),
         )),

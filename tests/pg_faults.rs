@@ -760,3 +760,57 @@ async fn spent_by_one_request(url: &str, hashes: &[Vec<u8>]) -> i64 {
         .expect("count")
         .get(0)
 }
+
+/// Every pooled connection's backend killed (`pg_terminate_backend`, as a crash or an
+/// operator would): each dead connection fails at most one operation (none is handed out
+/// twice as healthy), and the pool then serves again on fresh connections by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_pool_connections_are_replaced() {
+    let _serial = SERIAL.lock().await;
+    let Some(url) = pg::fresh_postgres_url().await else {
+        return;
+    };
+    const POOL: usize = 4;
+    let mut tag = [0u8; 8];
+    getrandom::fill(&mut tag).expect("random");
+    let name = format!("provisio-pool-{}", hex::encode(tag));
+    let store = provisio::store::open(&format!("{url}&application_name={name}"), POOL)
+        .await
+        .expect("open");
+    // Fill the pool: POOL operations at once hold POOL connections.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..POOL {
+        let store = store.clone();
+        set.spawn(async move { store.migrate().await.expect("migrate") });
+    }
+    set.join_all().await;
+
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert_eq!(killed, POOL as i64, "the pool held {POOL} connections");
+
+    let mut failures = 0;
+    for _ in 0..3 * POOL {
+        if store.ping().await.is_err() {
+            failures += 1;
+        }
+    }
+    assert!(
+        failures <= POOL,
+        "{failures} failed pings: a dead connection was handed out more than once"
+    );
+    for _ in 0..POOL {
+        store.ping().await.expect("the pool recovered on its own");
+    }
+    eprintln!("{killed} backends killed; {failures} operations failed on them afterwards");
+}

@@ -320,15 +320,3 @@ fn free_port() -> u16 {
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 path")
 }
-
-/// Waits until `check` holds, polling every 20 ms, for at most `limit`; returns whether it did.
-pub async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
-}
