@@ -107,6 +107,7 @@ contract_tests!(
     consume_is_idempotent_per_request_id,
     purge_deletes_only_what_no_answer_needs,
     purge_passes_from_several_instances_agree,
+    upgrade_from_v1_keeps_every_token_answer,
 );
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -2098,4 +2099,126 @@ async fn purge_passes_from_several_instances_agree(db: Db) {
             .expect("the live token is kept");
         assert!(live.current && !live.used);
     }
+}
+
+/// Runs SQL statements on the raw database (no store), for setting up an older schema.
+async fn raw_sql(db: &Db, statements: &[&str]) {
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().expect("parent")).unwrap();
+        let conn = deadpool_sqlite::rusqlite::Connection::open(path).expect("open SQLite");
+        for sql in statements {
+            conn.execute_batch(sql).expect(sql);
+        }
+    } else {
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        for sql in statements {
+            client.batch_execute(sql).await.expect(sql);
+        }
+    }
+}
+
+/// A database left at schema version 1 (tokens used, an auth token attached) is upgraded by
+/// `migrate`: used tokens stay used, live ones stay live and consumable once, the attached
+/// auth token still redeems once.
+async fn upgrade_from_v1_keeps_every_token_answer(db: Db) {
+    let (list, bookkeeping) = if db.url.starts_with("sqlite://") {
+        (
+            store::migrations::SQLITE,
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT;",
+        )
+    } else {
+        (
+            store::migrations::POSTGRES,
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+    };
+    let (name, v1) = list[0];
+    assert_eq!(name, "V1__init");
+    let used = hex::encode(hash_secret("v1-used"));
+    let live = hex::encode(hash_secret("v1-live"));
+    let qr = hex::encode(hash_secret("v1-qr"));
+    let blob = |h: &str| {
+        if db.url.starts_with("sqlite://") {
+            format!("X'{h}'")
+        } else {
+            format!("'\\x{h}'::bytea")
+        }
+    };
+    let rows = format!(
+        "INSERT INTO spaces (domain, host, name, realm) VALUES ('old.example', 'old.example', 'old', 'old.example');
+         INSERT INTO accounts (username, domain, created_at, updated_at) VALUES ('ann', 'old.example', {T0}, {T0});
+         INSERT INTO accounts (username, domain, created_at, updated_at) VALUES ('bob', 'old.example', {T0}, {T0});
+         INSERT INTO provisioning_tokens (account_id, token_hash, created_at, used_at) VALUES (1, {}, {T0}, {T0});
+         INSERT INTO provisioning_tokens (account_id, token_hash, created_at) VALUES (2, {}, {T0});
+         INSERT INTO auth_tokens (token_hash, account_id, created_at) VALUES ({}, 1, {T0});
+         INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, 'V1__init', {T0});",
+        blob(&used),
+        blob(&live),
+        blob(&qr)
+    );
+    raw_sql(&db, &[bookkeeping, v1, &rows]).await;
+
+    let store = db.open().await;
+    let applied = store.migrate().await.expect("upgrade");
+    assert_eq!(
+        applied,
+        list[1..]
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect::<Vec<_>>()
+    );
+    let used_state = store
+        .provisioning_token(&hash_secret("v1-used"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(used_state.used && !used_state.current);
+    assert_eq!(
+        store
+            .consume_provisioning_token(&hash_secret("v1-used"), T0 + 1, None, &ConsumeId::random())
+            .await
+            .unwrap(),
+        None
+    );
+    let live_state = store
+        .provisioning_token(&hash_secret("v1-live"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!live_state.used && live_state.current);
+    let id = ConsumeId::random();
+    let bob = live_state.account_id;
+    for _ in 0..2 {
+        assert_eq!(
+            store
+                .consume_provisioning_token(&hash_secret("v1-live"), T0 + 1, None, &id)
+                .await
+                .unwrap(),
+            Some(bob)
+        );
+    }
+    assert!(
+        store
+            .consume_auth_token_as(&hash_secret("v1-qr"), T0 + 1, T0 - 1, None, &id)
+            .await
+            .unwrap()
+            .is_some(),
+        "the attached auth token redeems once"
+    );
+    assert_eq!(
+        store
+            .consume_auth_token_as(
+                &hash_secret("v1-qr"),
+                T0 + 2,
+                T0 - 1,
+                None,
+                &ConsumeId::random()
+            )
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -14,7 +14,6 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 /// How `pg_ctl stop` ends the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
