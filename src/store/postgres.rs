@@ -61,7 +61,8 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(POOL_TIMEOUT);
         }
-        config.keepalives(true);
+        // Keepalives are on by default (a URL may turn them off); only the idle time, by
+        // default two hours, is shortened.
         if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
             config.keepalives_idle(KEEPALIVE_IDLE);
         }
