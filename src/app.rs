@@ -93,8 +93,8 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
     })
 }
 
-/// Runs the server in the foreground until SIGINT/SIGTERM: hooks are watched, the listener is
-/// bound only after migrations ran.
+/// Runs the server in the foreground until SIGINT/SIGTERM: hooks are watched, housekeeping
+/// runs in the background, the listener is bound only after migrations ran.
 pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
     let _watch = if state.settings.hooks.watch {
         Some(
@@ -106,6 +106,7 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
     } else {
         None
     };
+    let _housekeeping = crate::housekeeping::spawn(state.store.clone(), state.settings.clone());
     let addr = state.settings.listen;
     let listener = TcpListener::bind(addr)
         .await

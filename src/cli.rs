@@ -57,6 +57,12 @@ pub enum Command {
     Demo,
     /// Apply database migrations and exit.
     Migrate,
+    /// Run one housekeeping pass (delete expired and spent rows) and print the counts per table.
+    Purge {
+        /// Answer in JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage spaces (tenants).
     #[command(subcommand)]
     Space(SpaceCommand),
@@ -291,6 +297,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             println!("migrations applied ({})", store.backend());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Purge { json } => purge_command(&settings, json).await,
         Command::Space(cmd) => space_command(&settings, cmd).await,
         Command::Account(cmd) => account_command(&settings, cmd).await,
         Command::Token {
@@ -429,6 +436,25 @@ async fn prepare_demo(store: &DynStore, settings: &Settings) -> anyhow::Result<S
         }
     };
     Ok(app::mint_provisioning_token(store, &account).await?.token)
+}
+
+/// `provisio purge`: one housekeeping pass, whatever `housekeeping_interval_seconds` says.
+async fn purge_command(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let store = app::open_store(settings).await?;
+    let counts = crate::housekeeping::run_once(&store, settings).await?;
+    if json {
+        let tables: serde_json::Map<String, serde_json::Value> = counts
+            .by_table()
+            .iter()
+            .map(|(table, rows)| ((*table).to_string(), json!(rows)))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&tables)?);
+    } else {
+        for (table, rows) in counts.by_table() {
+            println!("{table}\t{rows}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_ini(path: &Option<PathBuf>, key: &str) -> anyhow::Result<Option<String>> {

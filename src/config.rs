@@ -46,6 +46,12 @@ pub struct Settings {
     pub header_read_timeout_seconds: u64,
     /// Seconds a graceful shutdown waits for requests in flight.
     pub shutdown_grace_seconds: u64,
+    /// Seconds between housekeeping passes that delete expired and spent rows, so tables stop
+    /// growing (0 = off; at most one day).
+    pub housekeeping_interval_seconds: u64,
+    /// Days a used or superseded provisioning token is kept (for audits and support) before
+    /// housekeeping deletes it (1 to 3650).
+    pub token_retention_days: u32,
     /// Log filter in `tracing` EnvFilter syntax (`RUST_LOG` wins when set).
     pub log: String,
     /// Hook scripts and their sandbox.
@@ -113,6 +119,8 @@ impl Default for Settings {
             min_password_length: 8,
             header_read_timeout_seconds: 10,
             shutdown_grace_seconds: 10,
+            housekeeping_interval_seconds: 300,
+            token_retention_days: 30,
             log: "info".to_string(),
             hooks: HookSettings::default(),
         }
@@ -184,7 +192,7 @@ impl Settings {
         // Every number has a documented range (README, configuration table), so no arithmetic
         // on a configured number (`now ± ttl × 60 000`, pool sizes, sandbox limits) can
         // overflow or mean "unlimited" by accident.
-        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 16] = [
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 18] = [
             ("pool_size", self.pool_size as u64, 1..=1_024),
             (
                 "auth_token_ttl_minutes",
@@ -253,6 +261,16 @@ impl Settings {
                 1..=1_000_000,
             ),
             ("hooks.deadline_ms", self.hooks.deadline_ms, 1..=60_000),
+            (
+                "housekeeping_interval_seconds",
+                self.housekeeping_interval_seconds,
+                0..=86_400,
+            ),
+            (
+                "token_retention_days",
+                u64::from(self.token_retention_days),
+                1..=3_650,
+            ),
         ];
         for (key, value, range) in ranges {
             if !range.contains(&value) {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod hooks;
+pub mod housekeeping;
 pub mod http;
 pub mod lpconfig;
 pub mod model;

@@ -11,8 +11,8 @@ mod pg;
 use provisio::model::{Algorithm, HeaderMode, HookFailure, NewPassword, Space, UiFlags};
 use provisio::secret::hash_secret;
 use provisio::store::{
-    self, AccountUpdate, DynStore, NewAccount, NewApiKey, NonceCheck, StoreError, StoreResult,
-    TokenState,
+    self, AccountUpdate, ConsumeId, DynStore, NewAccount, NewApiKey, NonceCheck, PurgeCounts,
+    PurgeRules, StoreError, StoreResult, TokenState,
 };
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -104,6 +104,10 @@ contract_tests!(
     digest_nonce_checks,
     digest_nonce_concurrent_same_nc,
     purge_expired_removes_only_old_rows,
+    consume_is_idempotent_per_request_id,
+    purge_deletes_only_what_no_answer_needs,
+    purge_passes_from_several_instances_agree,
+    upgrade_from_v1_keeps_every_token_answer,
 );
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -818,7 +822,7 @@ async fn provisioning_token_state_and_current(db: Db) {
     assert_eq!(store.provisioning_token(&t1).await.unwrap(), None);
     assert_eq!(
         store
-            .consume_provisioning_token(&t1, T0, None)
+            .consume_provisioning_token(&t1, T0, None, &ConsumeId::random())
             .await
             .unwrap(),
         None
@@ -870,7 +874,7 @@ async fn provisioning_token_state_and_current(db: Db) {
 
     assert_eq!(
         store
-            .consume_provisioning_token(&t1, T0 + 3, None)
+            .consume_provisioning_token(&t1, T0 + 3, None, &ConsumeId::random())
             .await
             .unwrap(),
         None,
@@ -888,7 +892,7 @@ async fn provisioning_token_state_and_current(db: Db) {
 
     assert_eq!(
         store
-            .consume_provisioning_token(&t2, T0 + 4, None)
+            .consume_provisioning_token(&t2, T0 + 4, None, &ConsumeId::random())
             .await
             .unwrap(),
         Some(id)
@@ -899,7 +903,7 @@ async fn provisioning_token_state_and_current(db: Db) {
     );
     assert_eq!(
         store
-            .consume_provisioning_token(&t2, T0 + 5, None)
+            .consume_provisioning_token(&t2, T0 + 5, None, &ConsumeId::random())
             .await
             .unwrap(),
         None,
@@ -913,7 +917,7 @@ async fn provisioning_token_state_and_current(db: Db) {
     );
     assert_eq!(
         store
-            .consume_provisioning_token(&t1, T0 + 5, None)
+            .consume_provisioning_token(&t1, T0 + 5, None, &ConsumeId::random())
             .await
             .unwrap(),
         None,
@@ -963,7 +967,7 @@ async fn provisioning_token_expiry(db: Db) {
 
     assert_eq!(
         store
-            .consume_provisioning_token(&token, expires_at, None)
+            .consume_provisioning_token(&token, expires_at, None, &ConsumeId::random())
             .await
             .unwrap(),
         None,
@@ -971,7 +975,7 @@ async fn provisioning_token_expiry(db: Db) {
     );
     assert_eq!(
         store
-            .consume_provisioning_token(&token, expires_at + MINUTE, None)
+            .consume_provisioning_token(&token, expires_at + MINUTE, None, &ConsumeId::random())
             .await
             .unwrap(),
         None
@@ -982,7 +986,7 @@ async fn provisioning_token_expiry(db: Db) {
 
     assert_eq!(
         store
-            .consume_provisioning_token(&token, expires_at - 1, None)
+            .consume_provisioning_token(&token, expires_at - 1, None, &ConsumeId::random())
             .await
             .unwrap(),
         Some(id)
@@ -1014,7 +1018,7 @@ async fn provisioning_token_consume_resets_and_activates(db: Db) {
         .unwrap();
     assert_eq!(
         store
-            .consume_provisioning_token(&hash_secret("plain"), T0 + 1, None)
+            .consume_provisioning_token(&hash_secret("plain"), T0 + 1, None, &ConsumeId::random())
             .await
             .unwrap(),
         Some(id)
@@ -1035,7 +1039,12 @@ async fn provisioning_token_consume_resets_and_activates(db: Db) {
     let fresh = password(Algorithm::Sha256, "fresh");
     assert_eq!(
         store
-            .consume_provisioning_token(&hash_secret("reset"), T0 + 3, Some(&fresh))
+            .consume_provisioning_token(
+                &hash_secret("reset"),
+                T0 + 3,
+                Some(&fresh),
+                &ConsumeId::random()
+            )
             .await
             .unwrap(),
         Some(id)
@@ -1049,7 +1058,12 @@ async fn provisioning_token_consume_resets_and_activates(db: Db) {
     let other = password(Algorithm::Md5, "never");
     assert_eq!(
         store
-            .consume_provisioning_token(&hash_secret("reset"), T0 + 4, Some(&other))
+            .consume_provisioning_token(
+                &hash_secret("reset"),
+                T0 + 4,
+                Some(&other),
+                &ConsumeId::random()
+            )
             .await
             .unwrap(),
         None
@@ -1077,7 +1091,7 @@ async fn provisioning_token_consumed_once_under_concurrency(db: Db) {
         set.spawn(async move {
             let reset = password(Algorithm::Sha256, &format!("ha1-{i}"));
             let won = store
-                .consume_provisioning_token(&token, T0 + 1, Some(&reset))
+                .consume_provisioning_token(&token, T0 + 1, Some(&reset), &ConsumeId::random())
                 .await
                 .expect("consume");
             (i, won)
@@ -1212,7 +1226,7 @@ async fn auth_token_attach_and_consume(db: Db) {
         None,
         "consumed once"
     );
-    assert_eq!(store.auth_token(&token, 0).await.unwrap(), None, "deleted");
+    assert_eq!(store.auth_token(&token, 0).await.unwrap(), None, "spent");
     assert!(
         !store.account(alice).await.unwrap().unwrap().activated,
         "auth tokens do not activate"
@@ -1640,5 +1654,571 @@ async fn purge_expired_removes_only_old_rows(db: Db) {
         store.purge_expired(T0 + 10, T0).await.unwrap(),
         0,
         "nothing left to purge"
+    );
+}
+
+/// A consume names itself; repeating it with the same id (as a request does after losing the
+/// commit's acknowledgement) answers "won" again without changing anything, any other id
+/// loses. Both token kinds.
+async fn consume_is_idempotent_per_request_id(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    let (first, second) = (ConsumeId::random(), ConsumeId::random());
+    let token = hash_secret("idem");
+    store
+        .create_provisioning_token(alice, &token, T0, None)
+        .await
+        .unwrap();
+    let r1 = password(Algorithm::Sha256, "r1");
+    let r2 = password(Algorithm::Sha256, "r2");
+    assert_eq!(
+        store
+            .consume_provisioning_token(&token, T0 + 1, Some(&r1), &first)
+            .await
+            .unwrap(),
+        Some(alice)
+    );
+    assert_eq!(
+        store
+            .consume_provisioning_token(&token, T0 + 2, Some(&r2), &first)
+            .await
+            .unwrap(),
+        Some(alice),
+        "the same request asking again learns it won"
+    );
+    assert_eq!(
+        stored_passwords(&store, alice).await,
+        vec![(Algorithm::Sha256, "r1".to_string())],
+        "the repeat changes nothing"
+    );
+    assert_eq!(
+        store
+            .consume_provisioning_token(&token, T0 + 3, Some(&r2), &second)
+            .await
+            .unwrap(),
+        None,
+        "another request loses"
+    );
+    // A newer token does not undo the win.
+    store
+        .create_provisioning_token(alice, &hash_secret("idem-2"), T0 + 4, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_provisioning_token(&token, T0 + 5, None, &first)
+            .await
+            .unwrap(),
+        Some(alice)
+    );
+    assert_eq!(
+        stored_passwords(&store, alice).await,
+        vec![(Algorithm::Sha256, "r1".to_string())]
+    );
+
+    let qr = hash_secret("idem-qr");
+    store.create_auth_token(&qr, None, None, T0).await.unwrap();
+    assert!(store.attach_auth_token(&qr, alice, T0 - 1).await.unwrap());
+    let q1 = password(Algorithm::Md5, "q1");
+    assert_eq!(
+        store
+            .consume_auth_token_as(&qr, T0 + 1, T0 - 1, Some(&q1), &first)
+            .await
+            .unwrap(),
+        Some(alice)
+    );
+    assert_eq!(
+        store
+            .consume_auth_token_as(&qr, T0 + 2, T0 - 1, Some(&r2), &first)
+            .await
+            .unwrap(),
+        Some(alice)
+    );
+    assert_eq!(
+        store
+            .consume_auth_token_as(&qr, T0 + 2, T0 - 1, None, &second)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        stored_passwords(&store, alice).await,
+        vec![(Algorithm::Md5, "q1".to_string())]
+    );
+    assert_eq!(store.auth_token(&qr, 0).await.unwrap(), None, "spent");
+    assert!(
+        !store.attach_auth_token(&qr, alice, 0).await.unwrap(),
+        "a spent token cannot be attached again"
+    );
+}
+
+/// 40 days after `T0`: the "now" of the purge tests.
+const LATER: i64 = T0 + 40 * DAY;
+/// One day in milliseconds.
+const DAY: i64 = 24 * 60 * MINUTE;
+
+/// The rules a pass at `LATER` uses with FlexiAPI-like settings: auth tokens 5 min, nonces
+/// 300 s, user keys 60 min, 30 days of retention.
+fn rules_at_later() -> PurgeRules {
+    PurgeRules {
+        auth_tokens_before: LATER - 5 * MINUTE,
+        nonces_before: LATER - 5 * MINUTE,
+        answered_nonces: true,
+        user_keys_idle_before: Some(LATER - 60 * MINUTE),
+        tokens_retired_before: Some(LATER - 30 * DAY),
+    }
+}
+
+/// Housekeeping deletes exactly the expired, spent and long-retired rows, and every answer the
+/// store gives afterwards is the one it gave before: survivors keep their state, deleted
+/// tokens were already dead, and above all an account's superseded token never becomes
+/// current again when its newer tokens are purged.
+async fn purge_deletes_only_what_no_answer_needs(db: Db) {
+    let store = db.migrated().await;
+    let d = "p.example";
+    let mint = |account: i64, secret: &'static str, at: i64, expires: Option<i64>| {
+        let store = store.clone();
+        async move {
+            store
+                .create_provisioning_token(account, &hash_secret(secret), at, expires)
+                .await
+                .unwrap();
+        }
+    };
+    let burn = |secret: &'static str, at: i64| {
+        let store = store.clone();
+        async move {
+            assert!(
+                store
+                    .consume_provisioning_token(
+                        &hash_secret(secret),
+                        at,
+                        None,
+                        &ConsumeId::random()
+                    )
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "{secret} consumable at setup"
+            );
+        }
+    };
+    // A: an old unused token superseded by a newer one that was used, both long ago.
+    let a = account(&store, "a", d).await;
+    mint(a, "a1", T0, None).await;
+    mint(a, "a2", T0 + DAY, None).await;
+    burn("a2", T0 + 2 * DAY).await;
+    // B: superseded only recently: kept.
+    let b = account(&store, "b", d).await;
+    mint(b, "b1", T0, None).await;
+    mint(b, "b2", T0 + 20 * DAY, None).await;
+    // C: used long ago, then a new live token.
+    let c = account(&store, "c", d).await;
+    mint(c, "c1", T0, None).await;
+    burn("c1", T0 + DAY).await;
+    mint(c, "c2", T0 + 20 * DAY, None).await;
+    // D: expired, never used (answers 410): kept.
+    let dd = account(&store, "d", d).await;
+    mint(dd, "d1", T0, Some(T0 + 60 * MINUTE)).await;
+    // E: used within the retention: kept.
+    let e = account(&store, "e", d).await;
+    mint(e, "e1", T0 + 20 * DAY, None).await;
+    burn("e1", T0 + 25 * DAY).await;
+    // F: old but live (never expires, never used): kept.
+    let f = account(&store, "f", d).await;
+    mint(f, "f1", T0, None).await;
+    let secrets = ["a1", "a2", "b1", "b2", "c1", "c2", "d1", "e1", "f1"];
+    let mut before = BTreeMap::new();
+    for secret in secrets {
+        let state = store
+            .provisioning_token(&hash_secret(secret))
+            .await
+            .unwrap();
+        before.insert(secret, state.expect("minted"));
+    }
+
+    // Auth tokens: expired, fresh, spent long ago, spent just now, and an odd one minted long
+    // ago but spent recently (kept until its use is old too).
+    let qr = |s: &str| hash_secret(s);
+    for (secret, at) in [
+        ("x-old", LATER - 10 * MINUTE),
+        ("x-fresh", LATER - MINUTE),
+        ("x-spent-old", LATER - 20 * MINUTE),
+        ("x-spent-now", LATER - 2 * MINUTE),
+        ("x-odd", LATER - 10 * MINUTE),
+    ] {
+        store
+            .create_auth_token(&qr(secret), None, None, at)
+            .await
+            .unwrap();
+    }
+    for (secret, minted, used) in [
+        ("x-spent-old", LATER - 20 * MINUTE, LATER - 18 * MINUTE),
+        ("x-spent-now", LATER - 2 * MINUTE, LATER - MINUTE),
+        ("x-odd", LATER - 10 * MINUTE, LATER - MINUTE),
+    ] {
+        assert!(
+            store
+                .attach_auth_token(&qr(secret), a, minted - 1)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .consume_auth_token_as(&qr(secret), used, minted - 1, None, &ConsumeId::random())
+                .await
+                .unwrap(),
+            Some(a)
+        );
+    }
+
+    // Digest challenges: expired, fresh and in use, fresh and spent by a qop-less answer.
+    store
+        .create_digest_nonce(a, "n", "n-old", "ip", LATER - 10 * MINUTE)
+        .await
+        .unwrap();
+    store
+        .create_digest_nonce(a, "n", "n-fresh", "ip", LATER - MINUTE)
+        .await
+        .unwrap();
+    store
+        .create_digest_nonce(a, "n", "n-spent", "ip", LATER - MINUTE)
+        .await
+        .unwrap();
+    let check = |opaque: &'static str, nc: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .check_digest_nonce(a, opaque, "n", "ip", nc, LATER - 5 * MINUTE)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(check("n-fresh", 1).await, NonceCheck::Accepted);
+    assert_eq!(check("n-spent", i64::MAX).await, NonceCheck::Accepted);
+
+    // API keys: a user key idle past its lifetime, one used recently, an idle admin key.
+    let key = |account_id: i64, secret: &str, expires: Option<i64>| NewApiKey {
+        account_id,
+        key_hash: hash_secret(secret),
+        name: expires.map(|_| "ops".to_string()),
+        ip: None,
+        expires_after_minutes: expires,
+    };
+    store
+        .create_api_key(&key(a, "k-idle", None), LATER - 120 * MINUTE)
+        .await
+        .unwrap();
+    store
+        .create_api_key(&key(b, "k-used", None), LATER - 120 * MINUTE)
+        .await
+        .unwrap();
+    store
+        .create_api_key(&key(c, "k-admin", Some(1)), LATER - 120 * MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .authenticate_api_key(&hash_secret("k-used"), None, LATER - 10 * MINUTE, 0)
+            .await
+            .unwrap(),
+        Some(b)
+    );
+
+    // A pass with only the expiry rules touches nothing else.
+    let narrow = PurgeRules {
+        answered_nonces: false,
+        user_keys_idle_before: None,
+        tokens_retired_before: None,
+        ..rules_at_later()
+    };
+    assert_eq!(
+        store.purge(&narrow).await.unwrap(),
+        PurgeCounts {
+            auth_tokens: 2,
+            digest_nonces: 1,
+            api_keys: 0,
+            provisioning_tokens: 0
+        }
+    );
+    assert_eq!(
+        store.purge(&rules_at_later()).await.unwrap(),
+        PurgeCounts {
+            auth_tokens: 0,
+            digest_nonces: 1,
+            api_keys: 1,
+            provisioning_tokens: 3
+        }
+    );
+    assert_eq!(
+        store.purge(&rules_at_later()).await.unwrap(),
+        PurgeCounts::default(),
+        "a second pass finds nothing"
+    );
+
+    // Provisioning tokens: the retired ones are gone and were dead; the rest are unchanged.
+    for (secret, was) in &before {
+        let now = store
+            .provisioning_token(&hash_secret(secret))
+            .await
+            .unwrap();
+        if ["a1", "a2", "c1"].contains(secret) {
+            assert_eq!(now, None, "{secret} purged");
+            assert!(
+                was.used || !was.current,
+                "{secret} was already dead: {was:?}"
+            );
+        } else {
+            assert_eq!(now.as_ref(), Some(was), "{secret} unchanged");
+        }
+    }
+    for (secret, wins) in [
+        ("a1", false), // the old superseded token stays dead with its successors gone
+        ("a2", false),
+        ("c1", false),
+        ("b1", false),
+        ("d1", false), // expired
+        ("e1", false),
+        ("b2", true),
+        ("c2", true),
+        ("f1", true),
+    ] {
+        let won = store
+            .consume_provisioning_token(&hash_secret(secret), LATER, None, &ConsumeId::random())
+            .await
+            .unwrap();
+        assert_eq!(won.is_some(), wins, "{secret} after the purge");
+    }
+    // Minting after a purge still kills the older tokens.
+    mint(a, "a3", LATER, None).await;
+    assert!(
+        store
+            .provisioning_token(&hash_secret("a3"))
+            .await
+            .unwrap()
+            .unwrap()
+            .current
+    );
+
+    // Auth tokens: only the fresh one and the recently spent ones are left; all answer as before.
+    assert!(
+        store
+            .auth_token(&qr("x-fresh"), LATER - 5 * MINUTE)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    for secret in ["x-old", "x-spent-old", "x-spent-now", "x-odd"] {
+        assert_eq!(
+            store.auth_token(&qr(secret), 0).await.unwrap(),
+            None,
+            "{secret}"
+        );
+    }
+    assert!(
+        !store.attach_auth_token(&qr("x-old"), a, 0).await.unwrap(),
+        "a purged token cannot be attached"
+    );
+
+    // Challenges: the expired and the spent one are unknown; the one in use still counts.
+    assert_eq!(check("n-old", 1).await, NonceCheck::Unknown);
+    assert_eq!(check("n-spent", 1).await, NonceCheck::Unknown);
+    assert_eq!(check("n-fresh", 2).await, NonceCheck::Accepted);
+
+    // API keys: the idle user key is gone (it was refused anyway), the others work and list.
+    assert_eq!(
+        store
+            .authenticate_api_key(&hash_secret("k-idle"), None, LATER, 60)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.api_keys(a).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .authenticate_api_key(&hash_secret("k-used"), None, LATER, 60)
+            .await
+            .unwrap(),
+        Some(b)
+    );
+    assert_eq!(
+        store.api_keys(c).await.unwrap().len(),
+        1,
+        "admin keys are kept"
+    );
+}
+
+/// Several instances purging at once (one pool each) delete each row once in total and leave
+/// the same state as a single pass.
+async fn purge_passes_from_several_instances_agree(db: Db) {
+    let store = db.migrated().await;
+    let mut expected = PurgeCounts::default();
+    for i in 0..30 {
+        let id = account(&store, &format!("u{i}"), "many.example").await;
+        for (n, at) in [(1, T0), (2, T0 + DAY), (3, T0 + 2 * DAY)] {
+            store
+                .create_provisioning_token(id, &hash_secret(&format!("u{i}-{n}")), at, None)
+                .await
+                .unwrap();
+        }
+        // Tokens 1 and 2 are superseded long ago; token 3 stays live.
+        expected.provisioning_tokens += 2;
+        store
+            .create_auth_token(&hash_secret(&format!("q{i}")), None, None, T0)
+            .await
+            .unwrap();
+        expected.auth_tokens += 1;
+        store
+            .create_digest_nonce(id, "n", &format!("o{i}"), "ip", T0)
+            .await
+            .unwrap();
+        expected.digest_nonces += 1;
+    }
+    let mut set = JoinSet::new();
+    for _ in 0..4 {
+        let other = db.open().await;
+        set.spawn(async move { other.purge(&rules_at_later()).await.expect("purge") });
+    }
+    let mut total = PurgeCounts::default();
+    for counts in set.join_all().await {
+        total.auth_tokens += counts.auth_tokens;
+        total.digest_nonces += counts.digest_nonces;
+        total.api_keys += counts.api_keys;
+        total.provisioning_tokens += counts.provisioning_tokens;
+    }
+    assert_eq!(total, expected);
+    assert_eq!(
+        store.purge(&rules_at_later()).await.unwrap(),
+        PurgeCounts::default()
+    );
+    for i in 0..30 {
+        let live = store
+            .provisioning_token(&hash_secret(&format!("u{i}-3")))
+            .await
+            .unwrap()
+            .expect("the live token is kept");
+        assert!(live.current && !live.used);
+    }
+}
+
+/// Runs SQL statements on the raw database (no store), for setting up an older schema.
+async fn raw_sql(db: &Db, statements: &[&str]) {
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        std::fs::create_dir_all(std::path::Path::new(path).parent().expect("parent")).unwrap();
+        let conn = deadpool_sqlite::rusqlite::Connection::open(path).expect("open SQLite");
+        for sql in statements {
+            conn.execute_batch(sql).expect(sql);
+        }
+    } else {
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        for sql in statements {
+            client.batch_execute(sql).await.expect(sql);
+        }
+    }
+}
+
+/// A database left at schema version 1 (tokens used, an auth token attached) is upgraded by
+/// `migrate`: used tokens stay used, live ones stay live and consumable once, the attached
+/// auth token still redeems once.
+async fn upgrade_from_v1_keeps_every_token_answer(db: Db) {
+    let (list, bookkeeping) = if db.url.starts_with("sqlite://") {
+        (
+            store::migrations::SQLITE,
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT;",
+        )
+    } else {
+        (
+            store::migrations::POSTGRES,
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+    };
+    let (name, v1) = list[0];
+    assert_eq!(name, "V1__init");
+    let used = hex::encode(hash_secret("v1-used"));
+    let live = hex::encode(hash_secret("v1-live"));
+    let qr = hex::encode(hash_secret("v1-qr"));
+    let blob = |h: &str| {
+        if db.url.starts_with("sqlite://") {
+            format!("X'{h}'")
+        } else {
+            format!("'\\x{h}'::bytea")
+        }
+    };
+    let rows = format!(
+        "INSERT INTO spaces (domain, host, name, realm) VALUES ('old.example', 'old.example', 'old', 'old.example');
+         INSERT INTO accounts (username, domain, created_at, updated_at) VALUES ('ann', 'old.example', {T0}, {T0});
+         INSERT INTO accounts (username, domain, created_at, updated_at) VALUES ('bob', 'old.example', {T0}, {T0});
+         INSERT INTO provisioning_tokens (account_id, token_hash, created_at, used_at) VALUES (1, {}, {T0}, {T0});
+         INSERT INTO provisioning_tokens (account_id, token_hash, created_at) VALUES (2, {}, {T0});
+         INSERT INTO auth_tokens (token_hash, account_id, created_at) VALUES ({}, 1, {T0});
+         INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, 'V1__init', {T0});",
+        blob(&used),
+        blob(&live),
+        blob(&qr)
+    );
+    raw_sql(&db, &[bookkeeping, v1, &rows]).await;
+
+    let store = db.open().await;
+    let applied = store.migrate().await.expect("upgrade");
+    assert_eq!(
+        applied,
+        list[1..]
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect::<Vec<_>>()
+    );
+    let used_state = store
+        .provisioning_token(&hash_secret("v1-used"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(used_state.used && !used_state.current);
+    assert_eq!(
+        store
+            .consume_provisioning_token(&hash_secret("v1-used"), T0 + 1, None, &ConsumeId::random())
+            .await
+            .unwrap(),
+        None
+    );
+    let live_state = store
+        .provisioning_token(&hash_secret("v1-live"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!live_state.used && live_state.current);
+    let id = ConsumeId::random();
+    let bob = live_state.account_id;
+    for _ in 0..2 {
+        assert_eq!(
+            store
+                .consume_provisioning_token(&hash_secret("v1-live"), T0 + 1, None, &id)
+                .await
+                .unwrap(),
+            Some(bob)
+        );
+    }
+    assert!(
+        store
+            .consume_auth_token_as(&hash_secret("v1-qr"), T0 + 1, T0 - 1, None, &id)
+            .await
+            .unwrap()
+            .is_some(),
+        "the attached auth token redeems once"
+    );
+    assert_eq!(
+        store
+            .consume_auth_token_as(
+                &hash_secret("v1-qr"),
+                T0 + 2,
+                T0 - 1,
+                None,
+                &ConsumeId::random()
+            )
+            .await
+            .unwrap(),
+        None
     );
 }

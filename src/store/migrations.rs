@@ -9,14 +9,25 @@
 use deadpool_sqlite::rusqlite::{self, OptionalExtension, TransactionBehavior};
 
 /// SQLite migrations, in order: (name, SQL).
-pub const SQLITE: &[(&str, &str)] =
-    &[("V1__init", include_str!("../../schema/sqlite/V1__init.sql"))];
+pub const SQLITE: &[(&str, &str)] = &[
+    ("V1__init", include_str!("../../schema/sqlite/V1__init.sql")),
+    (
+        "V2__consume_owner",
+        include_str!("../../schema/sqlite/V2__consume_owner.sql"),
+    ),
+];
 
 /// PostgreSQL migrations, in order: (name, SQL).
-pub const POSTGRES: &[(&str, &str)] = &[(
-    "V1__init",
-    include_str!("../../schema/postgres/V1__init.sql"),
-)];
+pub const POSTGRES: &[(&str, &str)] = &[
+    (
+        "V1__init",
+        include_str!("../../schema/postgres/V1__init.sql"),
+    ),
+    (
+        "V2__consume_owner",
+        include_str!("../../schema/postgres/V2__consume_owner.sql"),
+    ),
+];
 
 /// Version number of the migration at `index` in its list (versions start at 1).
 fn version_of(index: usize) -> i64 {

@@ -49,6 +49,20 @@ pub enum StoreError {
     /// The database failed; the message is for logs only.
     #[error("database error: {0}")]
     Backend(String),
+    /// The database could not be reached, or the connection broke mid-operation (PostgreSQL
+    /// restarted, a pool wait timed out, SQLite busy): a write in flight may or may not have
+    /// committed, and the same operation may succeed if retried. The message is for logs only.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the failure may be transient and the outcome of a write is unknown, so an
+    /// idempotent operation should be retried rather than reported (see
+    /// [`crate::pipeline::consume`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// Result of a store operation.
@@ -166,6 +180,80 @@ pub struct NewApiKey {
     pub expires_after_minutes: Option<i64>,
 }
 
+/// Names one request's attempt to consume a token. It is stored with the token's use, so a
+/// request whose commit acknowledgement was lost can read back whether it won, and repeating a
+/// consume with the same id is idempotent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ConsumeId(pub [u8; 16]);
+
+impl ConsumeId {
+    /// A fresh random id (128 bits: two requests never share one).
+    pub fn random() -> ConsumeId {
+        let mut id = [0u8; 16];
+        #[allow(clippy::expect_used)] // as in crate::secret: no randomness, nothing to recover
+        getrandom::fill(&mut id).expect("the operating system random number generator failed");
+        ConsumeId(id)
+    }
+}
+
+impl std::fmt::Debug for ConsumeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConsumeId({})", hex::encode(self.0))
+    }
+}
+
+/// What one housekeeping pass deletes: rows no answer depends on any more. Every cut-off is an
+/// instant (unix ms) computed by the caller from `now` and the settings, so tests can travel in
+/// time; a row is deleted when its deciding instant is at or before the cut-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeRules {
+    /// Auth tokens minted at or before this instant are expired (`now` − their lifetime); a
+    /// spent one also waits until its use is that old, so a request settling an ambiguous
+    /// consume can still read it back.
+    pub auth_tokens_before: i64,
+    /// Digest challenges created at or before this instant are expired.
+    pub nonces_before: i64,
+    /// Also delete challenges answered for good before they expired (a response without
+    /// `qop` spends its nonce).
+    pub answered_nonces: bool,
+    /// User API keys last used at or before this instant are past their idle lifetime; `None`
+    /// when user keys never expire. Admin keys are never purged (their owners list them).
+    pub user_keys_idle_before: Option<i64>,
+    /// Provisioning tokens used, or superseded by a newer token, at or before this instant;
+    /// `None` keeps them all.
+    pub tokens_retired_before: Option<i64>,
+}
+
+/// Rows one housekeeping pass deleted, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Expired or spent QR-login auth tokens.
+    pub auth_tokens: u64,
+    /// Expired or answered Digest challenges.
+    pub digest_nonces: u64,
+    /// User API keys past their idle lifetime.
+    pub api_keys: u64,
+    /// Provisioning tokens used or superseded long ago.
+    pub provisioning_tokens: u64,
+}
+
+impl PurgeCounts {
+    /// (table, rows) pairs, in a fixed order, for logs, metrics and `provisio purge`.
+    pub fn by_table(&self) -> [(&'static str, u64); 4] {
+        [
+            ("auth_tokens", self.auth_tokens),
+            ("digest_nonces", self.digest_nonces),
+            ("api_keys", self.api_keys),
+            ("provisioning_tokens", self.provisioning_tokens),
+        ]
+    }
+
+    /// All rows deleted.
+    pub fn total(&self) -> u64 {
+        self.by_table().iter().map(|(_, n)| n).sum()
+    }
+}
+
 /// Outcome of checking a Digest response's opaque/nonce/nc against the stored challenge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
@@ -256,14 +344,17 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<()>;
     /// Reads a token's state without changing it; `None` if unknown.
     async fn provisioning_token(&self, token_hash: &[u8]) -> StoreResult<Option<TokenState>>;
-    /// In one transaction: marks the token used, but only if it is unused, current and not
-    /// expired at `now`; activates its account; and, with `reset`, replaces the account's
-    /// passwords. Returns the account id to exactly one caller, `None` to every other.
+    /// In one transaction: marks the token used by `by`, but only if it is unused, current
+    /// and not expired at `now`; activates its account; and, with `reset`, replaces the
+    /// account's passwords. Returns the account id to exactly one caller, `None` to every
+    /// other. Idempotent per `by`: when the token is already used by `by` (an earlier call
+    /// committed but its answer was lost), returns the account id again and changes nothing.
     async fn consume_provisioning_token(
         &self,
         token_hash: &[u8],
         now: i64,
         reset: Option<&NewPassword>,
+        by: &ConsumeId,
     ) -> StoreResult<Option<i64>>;
 
     // ---- auth tokens (QR login) -----------------------------------------------------------
@@ -276,7 +367,7 @@ pub trait Store: Send + Sync {
         user_agent: Option<&str>,
         now: i64,
     ) -> StoreResult<()>;
-    /// Reads an auth token minted after `not_before`; `None` if unknown or older.
+    /// Reads an unspent auth token minted after `not_before`; `None` if unknown, spent or older.
     async fn auth_token(
         &self,
         token_hash: &[u8],
@@ -289,15 +380,38 @@ pub trait Store: Send + Sync {
         account_id: i64,
         not_before: i64,
     ) -> StoreResult<bool>;
-    /// In one transaction: deletes the token if it is attached and minted after `not_before`,
-    /// and with `reset` replaces its account's passwords. Returns the account id to exactly
-    /// one caller.
+    /// In one transaction: marks the token spent at `now` by `by` if it is unspent, attached
+    /// and minted after `not_before`, and with `reset` replaces its account's passwords.
+    /// Returns the account id to exactly one caller. Idempotent per `by`, like
+    /// [`Store::consume_provisioning_token`]. Spent tokens stay (answering as unknown) until
+    /// housekeeping deletes them.
+    async fn consume_auth_token_as(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        not_before: i64,
+        reset: Option<&NewPassword>,
+        by: &ConsumeId,
+    ) -> StoreResult<Option<i64>>;
+
+    /// [`Store::consume_auth_token_as`] with a fresh id and the wall clock, for callers that
+    /// do not settle an ambiguous outcome themselves (prefer
+    /// [`crate::pipeline::consume::auth_token`], which does).
     async fn consume_auth_token(
         &self,
         token_hash: &[u8],
         not_before: i64,
         reset: Option<&NewPassword>,
-    ) -> StoreResult<Option<i64>>;
+    ) -> StoreResult<Option<i64>> {
+        self.consume_auth_token_as(
+            token_hash,
+            crate::model::now_ms(),
+            not_before,
+            reset,
+            &ConsumeId::random(),
+        )
+        .await
+    }
 
     // ---- API keys -------------------------------------------------------------------------
 
@@ -341,8 +455,29 @@ pub trait Store: Send + Sync {
         not_before: i64,
     ) -> StoreResult<NonceCheck>;
 
-    /// Deletes expired auth tokens and Digest challenges; returns how many rows went.
-    async fn purge_expired(&self, auth_tokens_before: i64, nonces_before: i64) -> StoreResult<u64>;
+    // ---- housekeeping ---------------------------------------------------------------------
+
+    /// Deletes the rows `rules` name, table by table (each delete is one atomic statement, so
+    /// concurrent passes on several instances are harmless), and counts them. Deleting never
+    /// changes an answer: a purged token was already unknown, spent, superseded or expired.
+    /// Provisioning tokens go in a way that keeps each account's newest remaining token its
+    /// newest (a token is deleted only with every older token of its account), so no
+    /// superseded token can ever become current again.
+    async fn purge(&self, rules: &PurgeRules) -> StoreResult<PurgeCounts>;
+
+    /// Deletes expired auth tokens and Digest challenges only; returns how many rows went.
+    async fn purge_expired(&self, auth_tokens_before: i64, nonces_before: i64) -> StoreResult<u64> {
+        let counts = self
+            .purge(&PurgeRules {
+                auth_tokens_before,
+                nonces_before,
+                answered_nonces: false,
+                user_keys_idle_before: None,
+                tokens_retired_before: None,
+            })
+            .await?;
+        Ok(counts.total())
+    }
 }
 
 /// Opens the store a database URL names: `postgres://…`/`postgresql://…` for PostgreSQL,

@@ -11,14 +11,15 @@
 use super::migrations;
 use super::sqlite::apply_account_update;
 use super::{
-    AccountUpdate, ApiKeyRecord, AuthTokenState, NewAccount, NewApiKey, NonceCheck, Store,
-    StoreError, StoreResult, TokenState,
+    AccountUpdate, ApiKeyRecord, AuthTokenState, ConsumeId, NewAccount, NewApiKey, NonceCheck,
+    PurgeCounts, PurgeRules, Store, StoreError, StoreResult, TokenState,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use deadpool_postgres::{
-    Client, GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
+    Client, GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+    Transaction,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -29,6 +30,15 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 /// How long a caller waits for a pooled connection, and a new connection may take to open.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Idle seconds before TCP keepalive probes start on a pooled connection, so a connection
+/// whose server vanished without closing it (host down, network cut) is found dead and
+/// dropped instead of being handed out again.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+
+/// How long sent data may stay unacknowledged before the kernel closes the connection
+/// (`TCP_USER_TIMEOUT`): a query to an unreachable server fails instead of hanging.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The PostgreSQL store: a pool of connections to one database (and schema, via the URL's
 /// `options=-csearch_path=…`).
@@ -41,10 +51,24 @@ impl PostgresStore {
     /// Parses a `postgres://` URL, builds the pool and opens one connection, so a bad URL or an
     /// unreachable server fails at start-up with a clear message (the password is never shown).
     pub async fn connect(url: &str, pool_size: usize) -> anyhow::Result<PostgresStore> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .context("invalid PostgreSQL URL (expected postgres://user@host:port/database)")?;
         let target = describe(&config);
+        // Every wait on the server is bounded: opening (connect_timeout), an idle connection
+        // whose peer vanished (keepalives) and unacknowledged writes (TCP_USER_TIMEOUT). A URL
+        // that sets one of these keeps its own value.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(POOL_TIMEOUT);
+        }
+        // Keepalives are on by default (a URL may turn them off); only the idle time, by
+        // default two hours, is shortened.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -68,13 +92,53 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// A pooled connection.
+    /// A pooled connection. Recycling (`RecyclingMethod::Fast`) drops a connection whose
+    /// driver task has ended, which it does as soon as the server closes the socket (restart,
+    /// crash, `pg_terminate_backend`), so a dead connection is never handed out as healthy; one
+    /// that dies while in use fails its statement with [`StoreError::Unavailable`] and is
+    /// dropped at its next checkout. Waiting for a connection is bounded by [`POOL_TIMEOUT`].
     async fn client(&self) -> StoreResult<Client> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Backend(format!("postgres pool: {}", error_chain(&e))))
+        self.pool.get().await.map_err(pool_error)
     }
+}
+
+/// Maps a pool failure: no connection free in time, or the server unreachable or not accepting
+/// connections yet, is [`StoreError::Unavailable`]; anything else (bad credentials, a closed
+/// pool) is a `Backend` error.
+fn pool_error(e: PoolError) -> StoreError {
+    let message = format!("postgres pool: {}", error_chain(&e));
+    match &e {
+        PoolError::Timeout(_) => StoreError::Unavailable(message),
+        PoolError::Backend(pg) if is_transient(pg) => StoreError::Unavailable(message),
+        _ => StoreError::Backend(message),
+    }
+}
+
+/// Whether a driver error leaves the outcome of the statement unknown and a retry may work:
+/// the connection broke or could not be made (I/O error, closed, timeout), or the server says
+/// it is shutting down, starting up, out of connections or lost the connection (SQLSTATE
+/// class 08, 57P01–57P03, 53300). A serialization failure or deadlock (40001, 40P01) rolled
+/// back for sure and may be retried too.
+fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08")
+            || matches!(
+                code,
+                "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+            );
+    }
+    if e.is_closed() || e.to_string() == "timeout waiting for server" {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error and its sources joined with ": " (tokio-postgres keeps the cause, such as
@@ -119,12 +183,22 @@ impl From<tokio_postgres::Error> for StoreError {
                 StoreError::Conflict(conflict_message(db.constraint().unwrap_or("")))
             }
             Some(db) if *db.code() == SqlState::FOREIGN_KEY_VIOLATION => StoreError::NotFound,
-            Some(db) => StoreError::Backend(format!(
-                "postgres: {}: {} [{}]",
-                db.severity(),
-                db.message(),
-                db.code().code()
-            )),
+            Some(db) => {
+                let message = format!(
+                    "postgres: {}: {} [{}]",
+                    db.severity(),
+                    db.message(),
+                    db.code().code()
+                );
+                if is_transient(&e) {
+                    StoreError::Unavailable(message)
+                } else {
+                    StoreError::Backend(message)
+                }
+            }
+            None if is_transient(&e) => {
+                StoreError::Unavailable(format!("postgres: {}", error_chain(&e)))
+            }
             None => StoreError::Backend(format!("postgres: {}", error_chain(&e))),
         }
     }
@@ -771,6 +845,7 @@ impl Store for PostgresStore {
         token_hash: &[u8],
         now: i64,
         reset: Option<&NewPassword>,
+        by: &ConsumeId,
     ) -> StoreResult<Option<i64>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -779,7 +854,7 @@ impl Store for PostgresStore {
         // then fail `used_at IS NULL`.
         let consume = tx
             .prepare_cached(concat!(
-                "UPDATE provisioning_tokens SET used_at = $2 ",
+                "UPDATE provisioning_tokens SET used_at = $2, used_by = $3 ",
                 "WHERE token_hash = $1 AND used_at IS NULL ",
                 "AND (expires_at IS NULL OR expires_at > $2) ",
                 "AND id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
@@ -787,8 +862,19 @@ impl Store for PostgresStore {
                 "RETURNING account_id"
             ))
             .await?;
-        let Some(row) = tx.query_opt(&consume, &[&token_hash, &now]).await? else {
-            return Ok(None);
+        let by = by.0.as_slice();
+        let Some(row) = tx.query_opt(&consume, &[&token_hash, &now, &by]).await? else {
+            // Already ours: an earlier attempt with this id committed (its answer was lost).
+            let ours = tx
+                .prepare_cached(
+                    "SELECT account_id FROM provisioning_tokens WHERE token_hash = $1 AND used_by = $2",
+                )
+                .await?;
+            return tx
+                .query_opt(&ours, &[&token_hash, &by])
+                .await?
+                .map(|row| Ok(row.try_get(0)?))
+                .transpose();
         };
         let account_id: i64 = row.try_get(0)?;
         let activate = tx
@@ -831,7 +917,7 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT account_id, created_at FROM auth_tokens WHERE token_hash = $1 AND created_at > $2",
+                "SELECT account_id, created_at FROM auth_tokens WHERE token_hash = $1 AND created_at > $2 AND used_at IS NULL",
             )
             .await?;
         client
@@ -856,7 +942,7 @@ impl Store for PostgresStore {
         let stmt = client
             .prepare_cached(concat!(
                 "UPDATE auth_tokens SET account_id = $2 ",
-                "WHERE token_hash = $1 AND account_id IS NULL AND created_at > $3"
+                "WHERE token_hash = $1 AND account_id IS NULL AND created_at > $3 AND used_at IS NULL"
             ))
             .await?;
         let n = client
@@ -865,23 +951,38 @@ impl Store for PostgresStore {
         Ok(n == 1)
     }
 
-    async fn consume_auth_token(
+    async fn consume_auth_token_as(
         &self,
         token_hash: &[u8],
+        now: i64,
         not_before: i64,
         reset: Option<&NewPassword>,
+        by: &ConsumeId,
     ) -> StoreResult<Option<i64>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let consume = tx
             .prepare_cached(concat!(
-                "DELETE FROM auth_tokens ",
+                "UPDATE auth_tokens SET used_at = $3, used_by = $4 ",
                 "WHERE token_hash = $1 AND account_id IS NOT NULL AND created_at > $2 ",
-                "RETURNING account_id"
+                "AND used_at IS NULL RETURNING account_id"
             ))
             .await?;
-        let Some(row) = tx.query_opt(&consume, &[&token_hash, &not_before]).await? else {
-            return Ok(None);
+        let by = by.0.as_slice();
+        let Some(row) = tx
+            .query_opt(&consume, &[&token_hash, &not_before, &now, &by])
+            .await?
+        else {
+            let ours = tx
+                .prepare_cached(
+                    "SELECT account_id FROM auth_tokens WHERE token_hash = $1 AND used_by = $2",
+                )
+                .await?;
+            return tx
+                .query_opt(&ours, &[&token_hash, &by])
+                .await?
+                .map(|row| Ok(row.try_get(0)?))
+                .transpose();
         };
         let account_id: i64 = row.try_get(0)?;
         if let Some(password) = reset {
@@ -1055,18 +1156,65 @@ impl Store for PostgresStore {
         Ok(outcome)
     }
 
-    async fn purge_expired(&self, auth_tokens_before: i64, nonces_before: i64) -> StoreResult<u64> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let tokens = tx
-            .prepare_cached("DELETE FROM auth_tokens WHERE created_at <= $1")
+    async fn purge(&self, rules: &PurgeRules) -> StoreResult<PurgeCounts> {
+        let client = self.client().await?;
+        // One autocommit statement per table: each is atomic on its own, holds its row locks
+        // only for itself, and a pass cut short leaves nothing half-deleted that matters.
+        let auth = client.prepare_cached(PURGE_AUTH_TOKENS).await?;
+        let auth_tokens = client.execute(&auth, &[&rules.auth_tokens_before]).await?;
+        let nonces = client.prepare_cached(PURGE_NONCES).await?;
+        let digest_nonces = client
+            .execute(
+                &nonces,
+                &[&rules.nonces_before, &rules.answered_nonces, &i64::MAX],
+            )
             .await?;
-        let tokens = tx.execute(&tokens, &[&auth_tokens_before]).await?;
-        let nonces = tx
-            .prepare_cached("DELETE FROM digest_nonces WHERE created_at <= $1")
-            .await?;
-        let nonces = tx.execute(&nonces, &[&nonces_before]).await?;
-        tx.commit().await?;
-        Ok(tokens + nonces)
+        let api_keys = match rules.user_keys_idle_before {
+            Some(before) => {
+                let keys = client.prepare_cached(PURGE_USER_KEYS).await?;
+                client.execute(&keys, &[&before]).await?
+            }
+            None => 0,
+        };
+        let provisioning_tokens = match rules.tokens_retired_before {
+            Some(before) => {
+                let tokens = client.prepare_cached(PURGE_PROVISIONING_TOKENS).await?;
+                client.execute(&tokens, &[&before]).await?
+            }
+            None => 0,
+        };
+        Ok(PurgeCounts {
+            auth_tokens,
+            digest_nonces,
+            api_keys,
+            provisioning_tokens,
+        })
     }
 }
+
+/// Expired auth tokens; a spent one only once its use is as old (see [`PurgeRules`]).
+const PURGE_AUTH_TOKENS: &str = concat!(
+    "DELETE FROM auth_tokens WHERE created_at <= $1 ",
+    "AND (used_at IS NULL OR used_at <= $1)"
+);
+
+/// Expired challenges, and (with `$2`) those a qop-less response spent (`nc` = `$3`, the
+/// highest count, as `crate::auth::digest` records it).
+const PURGE_NONCES: &str = "DELETE FROM digest_nonces WHERE created_at <= $1 OR ($2 AND nc = $3)";
+
+/// User keys idle since the cut-off (admin keys have their own lifetime and are listed).
+const PURGE_USER_KEYS: &str =
+    "DELETE FROM api_keys WHERE expires_after_minutes IS NULL AND last_used_at <= $1";
+
+/// Provisioning tokens retired at or before `$1`: superseded (a newer token of the account was
+/// minted by then), or used by then and minted by then. A token is deleted only together with
+/// every older token of its account — an older one is superseded by it, minted before the
+/// cut-off — so each account's newest remaining token stays its newest and `current` (the
+/// highest id) never moves back to an older token. The statement sees one snapshot, so the
+/// rule holds within it; concurrent passes delete unions of such sets, which keep it too.
+const PURGE_PROVISIONING_TOKENS: &str = concat!(
+    "DELETE FROM provisioning_tokens t WHERE ",
+    "EXISTS (SELECT 1 FROM provisioning_tokens n ",
+    "WHERE n.account_id = t.account_id AND n.id > t.id AND n.created_at <= $1) ",
+    "OR (t.used_at <= $1 AND t.created_at <= $1)"
+);

@@ -11,8 +11,8 @@
 
 use super::migrations;
 use super::{
-    AccountUpdate, ApiKeyRecord, AuthTokenState, NewAccount, NewApiKey, NonceCheck, Store,
-    StoreError, StoreResult, TokenState,
+    AccountUpdate, ApiKeyRecord, AuthTokenState, ConsumeId, NewAccount, NewApiKey, NonceCheck,
+    PurgeCounts, PurgeRules, Store, StoreError, StoreResult, TokenState,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::Context as _;
@@ -88,14 +88,16 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Backend(format!("sqlite pool: {e}")))?;
+        let conn = self.pool.get().await.map_err(|e| match e {
+            deadpool_sqlite::PoolError::Timeout(_) => {
+                StoreError::Unavailable(format!("sqlite pool: {e}"))
+            }
+            e => StoreError::Backend(format!("sqlite pool: {e}")),
+        })?;
+        // A connection task that panicked or was aborted may have done its work or not.
         conn.interact(f)
             .await
-            .map_err(|e| StoreError::Backend(format!("sqlite connection task: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("sqlite connection task: {e}")))?
     }
 }
 
@@ -114,6 +116,13 @@ impl From<rusqlite::Error> for StoreError {
                 }
                 rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => return StoreError::NotFound,
                 _ => {}
+            }
+            // Still locked after busy_timeout: nothing was written, a retry may succeed.
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) {
+                return StoreError::Unavailable(format!("sqlite: {e}"));
             }
         }
         StoreError::Backend(format!("sqlite: {e}"))
@@ -719,26 +728,34 @@ impl Store for SqliteStore {
         token_hash: &[u8],
         now: i64,
         reset: Option<&NewPassword>,
+        by: &ConsumeId,
     ) -> StoreResult<Option<i64>> {
         let token_hash = token_hash.to_vec();
         let reset = reset.cloned();
+        let by = by.0;
         self.run(move |c| {
             let tx = immediate(c)?;
             // Unused, current (the account's unused token with the highest id) and, when it
             // expires, not yet at its expiry instant.
             let account_id: Option<i64> = tx
                 .prepare_cached(concat!(
-                    "UPDATE provisioning_tokens SET used_at = ?2 ",
+                    "UPDATE provisioning_tokens SET used_at = ?2, used_by = ?3 ",
                     "WHERE token_hash = ?1 AND used_at IS NULL ",
                     "AND (expires_at IS NULL OR expires_at > ?2) ",
                     "AND id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
                     "WHERE o.account_id = provisioning_tokens.account_id) ",
                     "RETURNING account_id"
                 ))?
-                .query_row(params![token_hash, now], |row| row.get(0))
+                .query_row(params![token_hash, now, by], |row| row.get(0))
                 .optional()?;
             let Some(account_id) = account_id else {
-                return Ok(None);
+                // Already ours: an earlier attempt with this id committed.
+                return Ok(tx
+                    .prepare_cached(
+                        "SELECT account_id FROM provisioning_tokens WHERE token_hash = ?1 AND used_by = ?2",
+                    )?
+                    .query_row(params![token_hash, by], |row| row.get(0))
+                    .optional()?);
             };
             tx.prepare_cached("UPDATE accounts SET activated = 1, updated_at = ?2 WHERE id = ?1")?
                 .execute(params![account_id, now])?;
@@ -780,7 +797,7 @@ impl Store for SqliteStore {
         let token_hash = token_hash.to_vec();
         self.run(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT account_id, created_at FROM auth_tokens WHERE token_hash = ?1 AND created_at > ?2",
+                "SELECT account_id, created_at FROM auth_tokens WHERE token_hash = ?1 AND created_at > ?2 AND used_at IS NULL",
             )?;
             query_opt(&mut stmt, params![token_hash, not_before], |row| {
                 Ok(AuthTokenState {
@@ -803,7 +820,7 @@ impl Store for SqliteStore {
             let n = c
                 .prepare_cached(concat!(
                     "UPDATE auth_tokens SET account_id = ?2 ",
-                    "WHERE token_hash = ?1 AND account_id IS NULL AND created_at > ?3"
+                    "WHERE token_hash = ?1 AND account_id IS NULL AND created_at > ?3 AND used_at IS NULL"
                 ))?
                 .execute(params![token_hash, account_id, not_before])?;
             Ok(n == 1)
@@ -811,26 +828,34 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn consume_auth_token(
+    async fn consume_auth_token_as(
         &self,
         token_hash: &[u8],
+        now: i64,
         not_before: i64,
         reset: Option<&NewPassword>,
+        by: &ConsumeId,
     ) -> StoreResult<Option<i64>> {
         let token_hash = token_hash.to_vec();
         let reset = reset.cloned();
+        let by = by.0;
         self.run(move |c| {
             let tx = immediate(c)?;
             let account_id: Option<i64> = tx
                 .prepare_cached(concat!(
-                    "DELETE FROM auth_tokens ",
+                    "UPDATE auth_tokens SET used_at = ?3, used_by = ?4 ",
                     "WHERE token_hash = ?1 AND account_id IS NOT NULL AND created_at > ?2 ",
-                    "RETURNING account_id"
+                    "AND used_at IS NULL RETURNING account_id"
                 ))?
-                .query_row(params![token_hash, not_before], |row| row.get(0))
+                .query_row(params![token_hash, not_before, now, by], |row| row.get(0))
                 .optional()?;
             let Some(account_id) = account_id else {
-                return Ok(None);
+                return Ok(tx
+                    .prepare_cached(
+                        "SELECT account_id FROM auth_tokens WHERE token_hash = ?1 AND used_by = ?2",
+                    )?
+                    .query_row(params![token_hash, by], |row| row.get(0))
+                    .optional()?);
             };
             if let Some(password) = reset {
                 write_passwords(&tx, account_id, &[password])?;
@@ -994,17 +1019,48 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn purge_expired(&self, auth_tokens_before: i64, nonces_before: i64) -> StoreResult<u64> {
+    async fn purge(&self, rules: &PurgeRules) -> StoreResult<PurgeCounts> {
+        let rules = *rules;
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        // One autocommit statement per table, as in the PostgreSQL store: each holds the write
+        // lock only for itself, so requests are never queued behind a whole pass.
         self.run(move |c| {
-            let tx = immediate(c)?;
-            let tokens = tx
-                .prepare_cached("DELETE FROM auth_tokens WHERE created_at <= ?1")?
-                .execute([auth_tokens_before])?;
-            let nonces = tx
-                .prepare_cached("DELETE FROM digest_nonces WHERE created_at <= ?1")?
-                .execute([nonces_before])?;
-            tx.commit()?;
-            Ok(u64::try_from(tokens + nonces).unwrap_or(u64::MAX))
+            let auth_tokens = c
+                .prepare_cached(concat!(
+                    "DELETE FROM auth_tokens WHERE created_at <= ?1 ",
+                    "AND (used_at IS NULL OR used_at <= ?1)"
+                ))?
+                .execute([rules.auth_tokens_before])?;
+            let digest_nonces = c
+                .prepare_cached("DELETE FROM digest_nonces WHERE created_at <= ?1 OR (?2 AND nc = ?3)")?
+                .execute(params![rules.nonces_before, rules.answered_nonces, i64::MAX])?;
+            let api_keys = match rules.user_keys_idle_before {
+                Some(before) => c
+                    .prepare_cached(
+                        "DELETE FROM api_keys WHERE expires_after_minutes IS NULL AND last_used_at <= ?1",
+                    )?
+                    .execute([before])?,
+                None => 0,
+            };
+            // The rule and why it keeps `current` right: postgres::PURGE_PROVISIONING_TOKENS.
+            // SQLite evaluates the WHERE clause over the table as it was before the statement.
+            let provisioning_tokens = match rules.tokens_retired_before {
+                Some(before) => c
+                    .prepare_cached(concat!(
+                        "DELETE FROM provisioning_tokens AS t WHERE ",
+                        "EXISTS (SELECT 1 FROM provisioning_tokens n ",
+                        "WHERE n.account_id = t.account_id AND n.id > t.id AND n.created_at <= ?1) ",
+                        "OR (t.used_at <= ?1 AND t.created_at <= ?1)"
+                    ))?
+                    .execute([before])?,
+                None => 0,
+            };
+            Ok(PurgeCounts {
+                auth_tokens: count(auth_tokens),
+                digest_nonces: count(digest_nonces),
+                api_keys: count(api_keys),
+                provisioning_tokens: count(provisioning_tokens),
+            })
         })
         .await
     }

@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod pg_cluster;
 pub mod server;
