@@ -42,6 +42,21 @@ pub struct Settings {
     pub digest_nonce_ttl_seconds: i64,
     /// Seconds a client may take to send its request headers (slow-header guard).
     pub header_read_timeout_seconds: u64,
+    /// Seconds an idle keep-alive connection stays open (each one holds a file descriptor).
+    pub keep_alive_seconds: u64,
+    /// Open connections past which new sockets are closed at once (a cap that must fit the
+    /// file-descriptor limit, so requests on open connections keep being served).
+    pub max_connections: usize,
+    /// Seconds a request may take before it is answered 503, so a stalled database cannot
+    /// hold a client (and its connection) forever.
+    pub request_timeout_seconds: u64,
+    /// Reverse proxies (CIDR blocks or addresses) whose `X-Forwarded-For`/`Forwarded` and
+    /// `X-Forwarded-Proto`/`-Host` are believed; empty = the TCP peer is always the client.
+    /// `PROVISIO_TRUSTED_PROXIES` takes a comma-separated list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub trusted_proxies: Vec<String>,
+    /// Per-address limits against guessing and row flooding.
+    pub rate_limit: RateLimitSettings,
     /// Seconds a graceful shutdown waits for requests in flight.
     pub shutdown_grace_seconds: u64,
     /// Log filter in `tracing` EnvFilter syntax (`RUST_LOG` wins when set).
@@ -78,6 +93,27 @@ pub struct HookSettings {
     pub deadline_ms: u64,
 }
 
+/// Per-address rate limits (`[rate_limit]`); 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Failed guesses (401 with credentials, 403, 404, 410 on provisioning, wizard and
+    /// authenticated API routes) an address may make per minute before it gets 429s.
+    pub failures_per_minute: u32,
+    /// Rows an address may create per minute without authentication (auth tokens, Digest
+    /// challenges).
+    pub anonymous_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            failures_per_minute: 30,
+            anonymous_per_minute: 30,
+        }
+    }
+}
+
 impl Default for HookSettings {
     fn default() -> Self {
         HookSettings {
@@ -109,6 +145,11 @@ impl Default for Settings {
             api_key_ttl_minutes: 60,
             digest_nonce_ttl_seconds: 300,
             header_read_timeout_seconds: 10,
+            keep_alive_seconds: 30,
+            max_connections: 10_000,
+            request_timeout_seconds: 30,
+            trusted_proxies: Vec::new(),
+            rate_limit: RateLimitSettings::default(),
             shutdown_grace_seconds: 10,
             log: "info".to_string(),
             hooks: HookSettings::default(),
@@ -208,6 +249,29 @@ impl Settings {
         if self.header_read_timeout_seconds == 0 {
             return bad("header_read_timeout_seconds", "must be positive");
         }
+        if !(1..=3600).contains(&self.keep_alive_seconds) {
+            return bad("keep_alive_seconds", "must be between 1 and 3600");
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return bad("max_connections", "must be between 1 and 1000000");
+        }
+        if !(1..=3600).contains(&self.request_timeout_seconds) {
+            return bad("request_timeout_seconds", "must be between 1 and 3600");
+        }
+        crate::net::proxy::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|why| ConfigError(format!("key `trusted_proxies`: {why}")))?;
+        if self.rate_limit.failures_per_minute > 1_000_000 {
+            return bad(
+                "rate_limit.failures_per_minute",
+                "must be between 0 (off) and 1000000",
+            );
+        }
+        if self.rate_limit.anonymous_per_minute > 1_000_000 {
+            return bad(
+                "rate_limit.anonymous_per_minute",
+                "must be between 0 (off) and 1000000",
+            );
+        }
         let h = &self.hooks;
         if h.max_operations == 0 {
             return bad(
@@ -268,6 +332,30 @@ pub fn validate_public_url(url: &str) -> Result<(), String> {
         return Err("must not contain a query, fragment, space or control character".to_string());
     }
     Ok(())
+}
+
+/// A list given either as a list (TOML, `PROVISIO_X=[a, b]`) or as one comma-separated
+/// string (`PROVISIO_TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7`), which is how environment variables
+/// are usually written; blank items are dropped.
+fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Form::deserialize(deserializer)? {
+        Form::List(items) => items,
+        Form::Text(text) => text.split(',').map(str::to_string).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// Figment's message, made to start with the key that failed.

@@ -38,6 +38,14 @@ pub enum AppError {
     /// Input validation failed (422), with per-field messages.
     #[error("validation failed: {0:?}")]
     Validation(FieldErrors),
+    /// A per-address rate limit refused the request (429, with `Retry-After`).
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// Message shown to the client.
+        message: String,
+        /// Seconds until the address may try again.
+        retry_after_secs: u64,
+    },
     /// A hook script refused the request with an explicit status.
     #[error("denied by hook {script}: {status} {message}")]
     Denied {
@@ -76,6 +84,7 @@ impl AppError {
             AppError::NotFound(_) => 404,
             AppError::Gone(_) => 410,
             AppError::Validation(_) => 422,
+            AppError::RateLimited { .. } => 429,
             AppError::Denied { status, .. } => *status,
             AppError::Store(StoreError::NotFound) => 404,
             AppError::Store(StoreError::Conflict(_)) => 409,
@@ -92,9 +101,9 @@ impl AppError {
             | AppError::NotFound(m)
             | AppError::Gone(m) => m.clone(),
             AppError::Validation(_) => "The given data was invalid.".to_string(),
-            AppError::Denied { message, .. } | AppError::Challenge { message, .. } => {
-                message.clone()
-            }
+            AppError::Denied { message, .. }
+            | AppError::Challenge { message, .. }
+            | AppError::RateLimited { message, .. } => message.clone(),
             AppError::Store(StoreError::NotFound) => "Not found".to_string(),
             AppError::Store(StoreError::Conflict(m)) => m.clone(),
             AppError::Hook(_) | AppError::Store(_) | AppError::Internal(_) => {

@@ -30,6 +30,10 @@ fn auth_token_not_before(state: &AppState, now: i64) -> i64 {
 /// `auth_token_ttl_minutes`; 201 with FlexiAPI's fields (no database id: the token is the
 /// handle) plus `expire_at`.
 pub async fn create_auth_token(state: &AppState, request: &RequestInfo) -> ApiResult {
+    // Each call writes a row without authentication: limited per address, before any work.
+    if let Some(ip) = request.client_ip {
+        state.limits.take_anonymous(ip)?;
+    }
     access::request_space(state, request).await?;
     let token = new_token();
     let now = now_ms();
