@@ -211,13 +211,14 @@ pub fn public_base(settings: &Settings, space: &Space) -> String {
         .to_string()
 }
 
-/// Directives appended to every log filter: warp and hyper log request paths (which carry
-/// tokens), and tokio-postgres logs statement parameters (HA1s, token hashes), at debug/trace
-/// level, so they are capped whatever the operator asks for.
+/// Directives appended to every log filter: warp, hyper and h2 (HTTP/2) log request paths and
+/// headers (which carry tokens and keys), and tokio-postgres logs statement parameters (HA1s,
+/// token hashes), at debug/trace level, so they are capped whatever the operator asks for.
 pub const REDACTING_DIRECTIVES: &[&str] = &[
     "warp=info",
     "hyper=info",
     "hyper_util=info",
+    "h2=info",
     "tokio_postgres=info",
 ];
 

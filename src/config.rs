@@ -426,7 +426,39 @@ mod tests {
             .to_string();
         assert!(e.contains("`database`"), "{e}");
 
+        std::fs::write(&file, "max_connections = 0\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`max_connections`"), "{e}");
+
         let missing = dir.path().join("missing.toml");
         assert!(Settings::load(Some(&missing), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_as_a_list_or_a_comma_separated_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        for text in [
+            "trusted_proxies = \"10.0.0.0/8, 192.0.2.7,,\"\n",
+            "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n",
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+            assert_eq!(s.trusted_proxies, ["10.0.0.0/8", "192.0.2.7"], "{text}");
+        }
+        std::fs::write(&file, "trusted_proxies = \"10.0.0.0/8, proxy.lan\"\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`trusted_proxies`") && e.contains("proxy.lan"),
+            "{e}"
+        );
+        std::fs::write(&file, "[rate_limit]\nfailures_per_minute = 0\n").unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.rate_limit.failures_per_minute, 0);
+        assert_eq!(s.rate_limit.anonymous_per_minute, 30);
     }
 }

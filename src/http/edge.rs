@@ -90,7 +90,7 @@ where
         }
     }
     if matched.get().is_none() {
-        span.record("route", "-");
+        span.record("route", tracing::field::display("-"));
     }
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(parent: &span, status, ms, "request");

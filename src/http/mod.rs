@@ -67,7 +67,7 @@ pub fn route_tag(template: &'static str) -> impl Filter<Extract = (), Error = In
             if let Some(slot) = slot {
                 slot.set(template);
             }
-            tracing::Span::current().record("route", template);
+            tracing::Span::current().record("route", tracing::field::display(template));
         })
         .untuple_one()
 }
