@@ -123,12 +123,14 @@ async fn read_body(mut stream: BodyStream, request: &RequestInfo) -> Result<Valu
         .header("content-length")
         .and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        drain(&mut stream, 0).await;
         return Err(too_large());
     }
     let mut data = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| refuse(400, format!("Could not read the body: {e}")))?;
         if data.len() + chunk.len() > MAX_BODY_BYTES {
+            drain(&mut stream, data.len() + chunk.len()).await;
             return Err(too_large());
         }
         data.extend_from_slice(&chunk);
@@ -148,6 +150,21 @@ async fn read_body(mut stream: BodyStream, request: &RequestInfo) -> Result<Valu
         return Ok(Value::Null);
     }
     serde_json::from_slice(&data).map_err(|e| refuse(400, format!("Invalid JSON: {e}")))
+}
+
+/// Most of a refused body read (and dropped) before the 413 is sent, so that a client still
+/// sending it receives the answer instead of a connection reset; past it the connection is
+/// simply closed.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// Reads and drops the rest of a refused body, up to [`DRAIN_BYTES`] in all.
+async fn drain(stream: &mut BodyStream, mut seen: usize) {
+    while seen <= DRAIN_BYTES {
+        match stream.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 /// Renders a handler's outcome and counts it by route template and status.

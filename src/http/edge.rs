@@ -40,6 +40,16 @@ where
 {
     let started = Instant::now();
     let client = client_address(state, peer, req.headers_mut());
+    // HTTP/2 carries the host in `:authority`, which hyper puts in the URI; spaces, links and
+    // hooks read `Host`, as HTTP/1.1 sends it.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(value) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, value);
+    }
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let guarded = counts_failures(&method, &path);
