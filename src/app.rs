@@ -4,6 +4,8 @@
 use crate::config::Settings;
 use crate::hooks::Hooks;
 use crate::model::{Account, Space, now_ms};
+use crate::net::limit::Limits;
+use crate::net::proxy::TrustedProxies;
 use crate::secret::{hash_secret, new_token};
 use crate::state::AppState;
 use crate::store::{self, DynStore};
@@ -50,9 +52,13 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
     } else {
         None
     };
+    let proxies = TrustedProxies::parse(&settings.trusted_proxies)
+        .map_err(|why| anyhow::anyhow!("key `trusted_proxies`: {why}"))?;
     Ok(AppState {
         store,
         hooks: Arc::new(hooks),
+        limits: Arc::new(Limits::new(&settings.rate_limit)),
+        proxies: Arc::new(proxies),
         settings: Arc::new(settings),
         metrics,
     })
@@ -76,7 +82,8 @@ impl Running {
     }
 }
 
-/// Binds `addr` and serves `state` in a background task.
+/// Binds `addr` and serves `state` in a background task. The file-descriptor limit is left as
+/// it is (the embedding process owns it; [`serve`] raises it).
 pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(addr)
         .await
@@ -93,9 +100,11 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
     })
 }
 
-/// Runs the server in the foreground until SIGINT/SIGTERM: hooks are watched, housekeeping
-/// runs in the background, the listener is bound only after migrations ran.
+/// Runs the server in the foreground until SIGINT/SIGTERM: the file-descriptor limit is raised
+/// and checked against `max_connections`, hooks are watched, housekeeping runs in the
+/// background, the listener is bound only after migrations ran.
 pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    ensure_fd_limit(&state.settings)?;
     let _watch = if state.settings.hooks.watch {
         Some(
             state
@@ -115,6 +124,27 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
     tracing::info!(addr = %local, store = state.store.backend(), "provisio listening");
     on_ready(local);
     crate::http::serve(listener, state, shutdown_signal()).await
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, logs both, and refuses to start when
+/// `max_connections` cannot fit (see [`crate::net::fd`]).
+fn ensure_fd_limit(settings: &Settings) -> anyhow::Result<()> {
+    let limits = match crate::net::fd::raise_nofile() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the file-descriptor limit");
+            return Ok(());
+        }
+    };
+    tracing::info!(
+        soft = limits.soft,
+        soft_at_start = limits.soft_before,
+        hard = limits.hard,
+        max_connections = settings.max_connections,
+        "file-descriptor limit (RLIMIT_NOFILE)"
+    );
+    crate::net::fd::check(&limits, settings.max_connections, settings.pool_size)
+        .map_err(|why| anyhow::anyhow!("configuration error: {why}"))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -184,13 +214,14 @@ pub fn public_base(settings: &Settings, space: &Space) -> String {
         .to_string()
 }
 
-/// Directives appended to every log filter: warp and hyper log request paths (which carry
-/// tokens), and tokio-postgres logs statement parameters (HA1s, token hashes), at debug/trace
-/// level, so they are capped whatever the operator asks for.
+/// Directives appended to every log filter: warp, hyper and h2 (HTTP/2) log request paths and
+/// headers (which carry tokens and keys), and tokio-postgres logs statement parameters (HA1s,
+/// token hashes), at debug/trace level, so they are capped whatever the operator asks for.
 pub const REDACTING_DIRECTIVES: &[&str] = &[
     "warp=info",
     "hyper=info",
     "hyper_util=info",
+    "h2=info",
     "tokio_postgres=info",
 ];
 

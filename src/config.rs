@@ -44,6 +44,21 @@ pub struct Settings {
     pub min_password_length: usize,
     /// Seconds a client may take to send its request headers (slow-header guard).
     pub header_read_timeout_seconds: u64,
+    /// Seconds an idle keep-alive connection stays open (each one holds a file descriptor).
+    pub keep_alive_seconds: u64,
+    /// Open connections past which new sockets are closed at once (a cap that must fit the
+    /// file-descriptor limit, so requests on open connections keep being served).
+    pub max_connections: usize,
+    /// Seconds a request may take before it is answered 503, so a stalled database cannot
+    /// hold a client (and its connection) forever.
+    pub request_timeout_seconds: u64,
+    /// Reverse proxies (CIDR blocks or addresses) whose `X-Forwarded-For`/`Forwarded` and
+    /// `X-Forwarded-Proto`/`-Host` are believed; empty = the TCP peer is always the client.
+    /// `PROVISIO_TRUSTED_PROXIES` takes a comma-separated list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub trusted_proxies: Vec<String>,
+    /// Per-address limits against guessing and row flooding.
+    pub rate_limit: RateLimitSettings,
     /// Seconds a graceful shutdown waits for requests in flight.
     pub shutdown_grace_seconds: u64,
     /// Seconds between housekeeping passes that delete expired and spent rows, so tables stop
@@ -86,6 +101,27 @@ pub struct HookSettings {
     pub deadline_ms: u64,
 }
 
+/// Per-address rate limits (`[rate_limit]`); 0 turns a limit off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Failed guesses (401 with credentials, 403, 404, 410 on provisioning, wizard and
+    /// authenticated API routes) an address may make per minute before it gets 429s.
+    pub failures_per_minute: u32,
+    /// Rows an address may create per minute without authentication (auth tokens, Digest
+    /// challenges).
+    pub anonymous_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            failures_per_minute: 30,
+            anonymous_per_minute: 30,
+        }
+    }
+}
+
 impl Default for HookSettings {
     fn default() -> Self {
         HookSettings {
@@ -118,6 +154,11 @@ impl Default for Settings {
             digest_nonce_ttl_seconds: 300,
             min_password_length: 8,
             header_read_timeout_seconds: 10,
+            keep_alive_seconds: 30,
+            max_connections: 10_000,
+            request_timeout_seconds: 30,
+            trusted_proxies: Vec::new(),
+            rate_limit: RateLimitSettings::default(),
             shutdown_grace_seconds: 10,
             housekeeping_interval_seconds: 300,
             token_retention_days: 30,
@@ -192,7 +233,7 @@ impl Settings {
         // Every number has a documented range (README, configuration table), so no arithmetic
         // on a configured number (`now ± ttl × 60 000`, pool sizes, sandbox limits) can
         // overflow or mean "unlimited" by accident.
-        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 18] = [
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 23] = [
             ("pool_size", self.pool_size as u64, 1..=1_024),
             (
                 "auth_token_ttl_minutes",
@@ -261,6 +302,27 @@ impl Settings {
                 1..=1_000_000,
             ),
             ("hooks.deadline_ms", self.hooks.deadline_ms, 1..=60_000),
+            ("keep_alive_seconds", self.keep_alive_seconds, 1..=3_600),
+            (
+                "max_connections",
+                self.max_connections as u64,
+                1..=1_000_000,
+            ),
+            (
+                "request_timeout_seconds",
+                self.request_timeout_seconds,
+                1..=3_600,
+            ),
+            (
+                "rate_limit.failures_per_minute",
+                u64::from(self.rate_limit.failures_per_minute),
+                0..=1_000_000,
+            ),
+            (
+                "rate_limit.anonymous_per_minute",
+                u64::from(self.rate_limit.anonymous_per_minute),
+                0..=1_000_000,
+            ),
             (
                 "housekeeping_interval_seconds",
                 self.housekeeping_interval_seconds,
@@ -295,6 +357,8 @@ impl Settings {
                 "must be empty (embedded SQLite), sqlite://PATH, or postgres://USER@HOST/DB",
             );
         }
+        crate::net::proxy::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|why| ConfigError(format!("key `trusted_proxies`: {why}")))?;
         Ok(())
     }
 
@@ -339,6 +403,30 @@ pub fn validate_public_url(url: &str) -> Result<(), String> {
         return Err("must not contain a query, fragment, space or control character".to_string());
     }
     Ok(())
+}
+
+/// A list given either as a list (TOML, `PROVISIO_X=[a, b]`) or as one comma-separated
+/// string (`PROVISIO_TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7`), which is how environment variables
+/// are usually written; blank items are dropped.
+fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Form::deserialize(deserializer)? {
+        Form::List(items) => items,
+        Form::Text(text) => text.split(',').map(str::to_string).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// Figment's message, made to start with the key that failed.
@@ -421,6 +509,8 @@ mod tests {
                 "`digest_nonce_ttl_seconds`",
             ),
             ("min_password_length = 0", "`min_password_length`"),
+            ("max_connections = 0", "`max_connections`"),
+            ("keep_alive_seconds = 0", "`keep_alive_seconds`"),
             ("min_password_length = 129", "`min_password_length`"),
             ("[hooks]\ndeadline_ms = 0", "`hooks.deadline_ms`"),
             (
@@ -440,5 +530,31 @@ mod tests {
 
         let missing = dir.path().join("missing.toml");
         assert!(Settings::load(Some(&missing), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_as_a_list_or_a_comma_separated_string() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        for text in [
+            "trusted_proxies = \"10.0.0.0/8, 192.0.2.7,,\"\n",
+            "trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n",
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+            assert_eq!(s.trusted_proxies, ["10.0.0.0/8", "192.0.2.7"], "{text}");
+        }
+        std::fs::write(&file, "trusted_proxies = \"10.0.0.0/8, proxy.lan\"\n").unwrap();
+        let e = Settings::load(Some(&file), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`trusted_proxies`") && e.contains("proxy.lan"),
+            "{e}"
+        );
+        std::fs::write(&file, "[rate_limit]\nfailures_per_minute = 0\n").unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.rate_limit.failures_per_minute, 0);
+        assert_eq!(s.rate_limit.anonymous_per_minute, 30);
     }
 }

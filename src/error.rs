@@ -41,6 +41,14 @@ pub enum AppError {
     /// Input validation failed (422), with per-field messages.
     #[error("validation failed: {0:?}")]
     Validation(FieldErrors),
+    /// A per-address rate limit refused the request (429, with `Retry-After`).
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// Message shown to the client.
+        message: String,
+        /// Seconds until the address may try again.
+        retry_after_secs: u64,
+    },
     /// A hook script refused the request with an explicit status.
     #[error("denied by hook {script}: {status} {message}")]
     Denied {
@@ -80,9 +88,11 @@ impl AppError {
             AppError::Conflict(_) => 409,
             AppError::Gone(_) => 410,
             AppError::Validation(_) => 422,
+            AppError::RateLimited { .. } => 429,
             AppError::Denied { status, .. } => *status,
             AppError::Store(StoreError::NotFound) => 404,
             AppError::Store(StoreError::Conflict(_)) => 409,
+            AppError::Store(StoreError::Unavailable(_)) => 503,
             AppError::Hook(_) | AppError::Store(_) | AppError::Internal(_) => 500,
         }
     }
@@ -97,11 +107,14 @@ impl AppError {
             | AppError::Conflict(m)
             | AppError::Gone(m) => m.clone(),
             AppError::Validation(_) => "The given data was invalid.".to_string(),
-            AppError::Denied { message, .. } | AppError::Challenge { message, .. } => {
-                message.clone()
-            }
+            AppError::Denied { message, .. }
+            | AppError::Challenge { message, .. }
+            | AppError::RateLimited { message, .. } => message.clone(),
             AppError::Store(StoreError::NotFound) => "Not found".to_string(),
             AppError::Store(StoreError::Conflict(m)) => m.clone(),
+            AppError::Store(StoreError::Unavailable(_)) => {
+                "Service temporarily unavailable, retry shortly".to_string()
+            }
             AppError::Hook(_) | AppError::Store(_) | AppError::Internal(_) => {
                 "Internal server error".to_string()
             }

@@ -18,6 +18,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod lpconfig;
 pub mod model;
+pub mod net;
 pub mod pipeline;
 pub mod qr;
 pub mod secret;

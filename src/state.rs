@@ -2,6 +2,8 @@
 
 use crate::config::Settings;
 use crate::hooks::Hooks;
+use crate::net::limit::Limits;
+use crate::net::proxy::TrustedProxies;
 use crate::store::DynStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -17,4 +19,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Renders `/metrics`; `None` when another recorder was already installed (tests).
     pub metrics: Option<PrometheusHandle>,
+    /// Per-address rate limits (`[rate_limit]`), shared by every connection.
+    pub limits: Arc<Limits>,
+    /// `trusted_proxies`, parsed once.
+    pub proxies: Arc<TrustedProxies>,
 }

@@ -30,6 +30,10 @@ fn auth_token_not_before(state: &AppState, now: i64) -> i64 {
 /// `auth_token_ttl_minutes`; 201 with FlexiAPI's fields (no database id: the token is the
 /// handle) plus `expire_at`.
 pub async fn create_auth_token(state: &AppState, request: &RequestInfo) -> ApiResult {
+    // Each call writes a row without authentication: limited per address, before any work.
+    if let Some(ip) = request.client_ip {
+        state.limits.take_anonymous(ip)?;
+    }
     access::request_space(state, request).await?;
     let token = new_token();
     let now = now_ms();
@@ -109,10 +113,8 @@ pub async fn api_key_from_auth_token(
         return Err(AppError::Forbidden("Account blocked".to_string()));
     }
     // The consume is the single-use gate: of two concurrent redeemers, one gets the id.
-    if state
-        .store
-        .consume_auth_token(&hash, not_before, None)
-        .await?
+    // Settled like the provisioning route's consume: a lost acknowledgement is read back.
+    if crate::pipeline::consume::auth_token(state, token, now_ms(), not_before, None).await?
         != Some(account.id)
     {
         return Err(token_not_found());

@@ -304,13 +304,20 @@ async fn subject(state: &AppState, space: &Space, who: &SipIdentity) -> Result<S
 }
 
 /// A 401 with a fresh challenge: a new random nonce and opaque (stored for a real account,
-/// bound to the client IP), one header per credential algorithm.
+/// bound to the client IP), one header per credential algorithm. Each challenge takes a cell of
+/// the client's anonymous rate limit first (decoys too, so a 429 says nothing about whether
+/// the account exists).
 async fn challenge(
     state: &AppState,
     subject: &Subject,
     request: &RequestInfo,
     message: &str,
 ) -> AppError {
+    if let Some(ip) = request.client_ip
+        && let Err(limited) = state.limits.take_anonymous(ip)
+    {
+        return limited.into();
+    }
     let nonce = new_hex(32);
     let opaque = new_hex(32);
     if let Some(account) = &subject.account {

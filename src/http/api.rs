@@ -53,6 +53,32 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/hooks/status"),
 ];
 
+/// The methods [`ROUTES`] serves on `path` (a trailing slash tolerated, `{id}` numeric as the
+/// routes parse it), for the `Allow` header of a 405.
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut methods: Vec<&'static str> = Vec::new();
+    for (method, template) in ROUTES {
+        let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+        let matches = parts.len() == segments.len()
+            && parts.iter().zip(&segments).all(|(part, seg)| match *part {
+                "{id}" => seg.parse::<i64>().is_ok(),
+                p if p.starts_with('{') => !seg.is_empty(),
+                p => p == *seg,
+            });
+        if matches && !methods.contains(method) {
+            methods.push(method);
+        }
+    }
+    let order = |m: &&str| ["GET", "POST", "PUT", "DELETE"].iter().position(|o| o == m);
+    methods.sort_by_key(order);
+    methods
+}
+
 /// Largest JSON body the API reads (FlexiAPI's bodies are a few hundred bytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -97,12 +123,14 @@ async fn read_body(mut stream: BodyStream, request: &RequestInfo) -> Result<Valu
         .header("content-length")
         .and_then(|v| v.trim().parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        drain(&mut stream, 0).await;
         return Err(too_large());
     }
     let mut data = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| refuse(400, format!("Could not read the body: {e}")))?;
         if data.len() + chunk.len() > MAX_BODY_BYTES {
+            drain(&mut stream, data.len() + chunk.len()).await;
             return Err(too_large());
         }
         data.extend_from_slice(&chunk);
@@ -124,6 +152,21 @@ async fn read_body(mut stream: BodyStream, request: &RequestInfo) -> Result<Valu
     serde_json::from_slice(&data).map_err(|e| refuse(400, format!("Invalid JSON: {e}")))
 }
 
+/// Most of a refused body read (and dropped) before the 413 is sent, so that a client still
+/// sending it receives the answer instead of a connection reset; past it the connection is
+/// simply closed.
+const DRAIN_BYTES: usize = 1024 * 1024;
+
+/// Reads and drops the rest of a refused body, up to [`DRAIN_BYTES`] in all.
+async fn drain(stream: &mut BodyStream, mut seen: usize) {
+    while seen <= DRAIN_BYTES {
+        match stream.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => break,
+        }
+    }
+}
+
 /// Renders a handler's outcome and counts it by route template and status.
 fn render(route: &'static str, result: ApiResult) -> Response {
     let response = match result {
@@ -143,9 +186,12 @@ fn render(route: &'static str, result: ApiResult) -> Response {
     response
 }
 
-/// The request view every API handler gets (the route kind only matters to provisioning).
-fn info() -> impl Filter<Extract = (RequestInfo,), Error = std::convert::Infallible> + Clone {
-    request_info(RouteKind::Me)
+/// The request view every API handler gets (the route kind only matters to provisioning),
+/// recording `template` as the matched route.
+fn info(
+    template: &'static str,
+) -> impl Filter<Extract = (RequestInfo,), Error = std::convert::Infallible> + Clone {
+    request_info(RouteKind::Me, template)
 }
 
 /// Every `/api` route.
@@ -167,7 +213,7 @@ fn hooks_status(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("api" / "hooks" / "status")
         .and(warp::get())
         .and(with_state(state))
-        .and(info())
+        .and(info("/api/hooks/status"))
         .then(|state: AppState, req: RequestInfo| async move {
             render("/api/hooks/status", api::hooks::status(&state, &req).await)
         })
@@ -180,7 +226,7 @@ fn admin_accounts(state: AppState) -> BoxedFilter<(Response,)> {
     let list = warp::path!("api" / "accounts")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts"))
         .then(|state: AppState, req: RequestInfo| async move {
             render("/api/accounts", api::accounts::list(&state, &req).await)
         });
@@ -188,7 +234,7 @@ fn admin_accounts(state: AppState) -> BoxedFilter<(Response,)> {
     let create = warp::path!("api" / "accounts")
         .and(warp::post())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts"))
         .and(body())
         .then(
             |state: AppState, req: RequestInfo, stream: BodyStream| async move {
@@ -205,7 +251,7 @@ fn admin_accounts(state: AppState) -> BoxedFilter<(Response,)> {
     let show = warp::path!("api" / "accounts" / i64)
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts/{id}"))
         .then(|id: i64, state: AppState, req: RequestInfo| async move {
             render(
                 "/api/accounts/{id}",
@@ -216,7 +262,7 @@ fn admin_accounts(state: AppState) -> BoxedFilter<(Response,)> {
     let delete = warp::path!("api" / "accounts" / i64)
         .and(warp::delete())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts/{id}"))
         .then(|id: i64, state: AppState, req: RequestInfo| async move {
             render(
                 "/api/accounts/{id}",
@@ -227,7 +273,7 @@ fn admin_accounts(state: AppState) -> BoxedFilter<(Response,)> {
     let provision = warp::path!("api" / "accounts" / i64 / "provision")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts/{id}/provision"))
         .then(|id: i64, state: AppState, req: RequestInfo| async move {
             render(
                 "/api/accounts/{id}/provision",
@@ -274,7 +320,7 @@ fn account_action(state: AppState, action: api::accounts::Action) -> BoxedFilter
         .and(warp::path::end())
         .and(warp::post())
         .and(with_state(state))
-        .and(info())
+        .and(info(template))
         .then(
             move |id: i64, state: AppState, req: RequestInfo| async move {
                 render(
@@ -292,7 +338,7 @@ fn me(state: AppState) -> BoxedFilter<(Response,)> {
     let show = warp::path!("api" / "accounts" / "me")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts/me"))
         .then(|state: AppState, req: RequestInfo| async move {
             render("/api/accounts/me", api::accounts::me(&state, &req).await)
         });
@@ -300,7 +346,7 @@ fn me(state: AppState) -> BoxedFilter<(Response,)> {
     let delete = warp::path!("api" / "accounts" / "me")
         .and(warp::delete())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts/me"))
         .then(|state: AppState, req: RequestInfo| async move {
             render(
                 "/api/accounts/me",
@@ -311,7 +357,7 @@ fn me(state: AppState) -> BoxedFilter<(Response,)> {
     let provision = warp::path!("api" / "accounts" / "me" / "provision")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts/me/provision"))
         .then(|state: AppState, req: RequestInfo| async move {
             render(
                 "/api/accounts/me/provision",
@@ -322,7 +368,7 @@ fn me(state: AppState) -> BoxedFilter<(Response,)> {
     let password = warp::path!("api" / "accounts" / "me" / "password")
         .and(warp::post())
         .and(with_state(state))
-        .and(info())
+        .and(info("/api/accounts/me/password"))
         .and(body())
         .then(
             |state: AppState, req: RequestInfo, stream: BodyStream| async move {
@@ -350,7 +396,7 @@ fn tokens(state: AppState) -> BoxedFilter<(Response,)> {
     let create = warp::path!("api" / "accounts" / "auth_token")
         .and(warp::post())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts/auth_token"))
         .then(|state: AppState, req: RequestInfo| async move {
             render(
                 "/api/accounts/auth_token",
@@ -361,7 +407,7 @@ fn tokens(state: AppState) -> BoxedFilter<(Response,)> {
     let attach = warp::path!("api" / "accounts" / "auth_token" / String / "attach")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts/auth_token/{auth_token}/attach"))
         .then(
             |token: String, state: AppState, req: RequestInfo| async move {
                 render(
@@ -374,7 +420,7 @@ fn tokens(state: AppState) -> BoxedFilter<(Response,)> {
     let refresh = warp::path!("api" / "accounts" / "me" / "api_key")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/accounts/me/api_key"))
         .then(|state: AppState, req: RequestInfo| async move {
             render(
                 "/api/accounts/me/api_key",
@@ -385,7 +431,7 @@ fn tokens(state: AppState) -> BoxedFilter<(Response,)> {
     let redeem = warp::path!("api" / "accounts" / "me" / "api_key" / String)
         .and(warp::get())
         .and(with_state(state))
-        .and(info())
+        .and(info("/api/accounts/me/api_key/{auth_token}"))
         .then(
             |token: String, state: AppState, req: RequestInfo| async move {
                 render(
@@ -410,7 +456,7 @@ fn spaces(state: AppState) -> BoxedFilter<(Response,)> {
     let list = warp::path!("api" / "spaces")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/spaces"))
         .then(|state: AppState, req: RequestInfo| async move {
             render("/api/spaces", api::spaces::list(&state, &req).await)
         });
@@ -418,7 +464,7 @@ fn spaces(state: AppState) -> BoxedFilter<(Response,)> {
     let create = warp::path!("api" / "spaces")
         .and(warp::post())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/spaces"))
         .and(body())
         .then(
             |state: AppState, req: RequestInfo, stream: BodyStream| async move {
@@ -434,7 +480,7 @@ fn spaces(state: AppState) -> BoxedFilter<(Response,)> {
     let show = warp::path!("api" / "spaces" / String)
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/spaces/{domain}"))
         .then(
             |domain: String, state: AppState, req: RequestInfo| async move {
                 render(
@@ -447,7 +493,7 @@ fn spaces(state: AppState) -> BoxedFilter<(Response,)> {
     let update = warp::path!("api" / "spaces" / String)
         .and(warp::put())
         .and(with_state(state.clone()))
-        .and(info())
+        .and(info("/api/spaces/{domain}"))
         .and(body())
         .then(
             |domain: String, state: AppState, req: RequestInfo, stream: BodyStream| async move {
@@ -464,7 +510,7 @@ fn spaces(state: AppState) -> BoxedFilter<(Response,)> {
     let delete = warp::path!("api" / "spaces" / String)
         .and(warp::delete())
         .and(with_state(state))
-        .and(info())
+        .and(info("/api/spaces/{domain}"))
         .then(
             |domain: String, state: AppState, req: RequestInfo| async move {
                 render(
@@ -482,4 +528,23 @@ fn spaces(state: AppState) -> BoxedFilter<(Response,)> {
         .or(delete)
         .unify()
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed_methods;
+
+    #[test]
+    fn allow_lists_the_methods_of_the_path() {
+        assert_eq!(allowed_methods("/api/accounts"), ["GET", "POST"]);
+        assert_eq!(allowed_methods("/api/accounts/12"), ["GET", "DELETE"]);
+        assert_eq!(allowed_methods("/api/accounts/me/"), ["GET", "DELETE"]);
+        assert_eq!(
+            allowed_methods("/api/spaces/x.example"),
+            ["GET", "PUT", "DELETE"]
+        );
+        assert_eq!(allowed_methods("/provisioning/abc"), ["GET"]);
+        assert_eq!(allowed_methods("/api/accounts/12/block"), ["POST"]);
+        assert!(allowed_methods("/nowhere").is_empty());
+    }
 }

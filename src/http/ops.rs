@@ -1,6 +1,6 @@
 //! Operations routes: liveness, readiness (database round trip) and Prometheus metrics.
 
-use crate::http::{reply, with_state};
+use crate::http::{reply, route_tag, with_state};
 use crate::state::AppState;
 use serde_json::json;
 use warp::Filter;
@@ -11,13 +11,16 @@ use warp::reply::Response;
 pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let healthz = warp::path!("healthz")
         .and(warp::get())
+        .and(route_tag("/healthz"))
         .map(|| reply::json(200, &json!({"status": "ok"})));
     let readyz = warp::path!("readyz")
         .and(warp::get())
+        .and(route_tag("/readyz"))
         .and(with_state(state.clone()))
         .then(readyz);
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(route_tag("/metrics"))
         .and(with_state(state))
         .map(|state: AppState| match &state.metrics {
             Some(handle) => reply::with_body(200, "text/plain; version=0.0.4", handle.render()),

@@ -5,6 +5,7 @@ use crate::error::AppError;
 use crate::http::reply;
 use crate::http::{request_info, with_state};
 use crate::model::{Space, now_ms};
+use crate::net::proxy::{link_origin, valid_host};
 use crate::pipeline::identity::check_provisioning_token;
 use crate::pipeline::request::{RequestInfo, RouteKind};
 use crate::pipeline::reset::RESET_PASSWORD;
@@ -24,27 +25,33 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     let me = warp::path!("provisioning" / "me")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(request_info(RouteKind::Me))
+        .and(request_info(RouteKind::Me, "/provisioning/me"))
         .then(provisioning_me);
     let auth_token = warp::path!("provisioning" / "auth_token" / String)
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(request_info(RouteKind::AuthToken))
+        .and(request_info(
+            RouteKind::AuthToken,
+            "/provisioning/auth_token/{token}",
+        ))
         .then(provisioning_auth_token);
     let qrcode = warp::path!("provisioning" / "qrcode" / String)
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(request_info(RouteKind::Token))
+        .and(request_info(
+            RouteKind::Token,
+            "/provisioning/qrcode/{token}",
+        ))
         .then(provisioning_qrcode);
     let token = warp::path!("provisioning" / String)
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(request_info(RouteKind::Token))
+        .and(request_info(RouteKind::Token, "/provisioning/{token}"))
         .then(provisioning_token);
     let anonymous = warp::path!("provisioning")
         .and(warp::get())
         .and(with_state(state))
-        .and(request_info(RouteKind::Anonymous))
+        .and(request_info(RouteKind::Anonymous, "/provisioning"))
         .then(provisioning_anonymous);
     me.or(auth_token)
         .unify()
@@ -164,8 +171,10 @@ pub fn provisioning_url(
     url
 }
 
-/// The public base URL for links: the space's, else the server's, else `http://` + the Host
-/// the client used (with its port).
+/// The public base URL for links: the space's, else the server's, else the URL the client
+/// used: scheme and host from a trusted proxy's `X-Forwarded-Proto`/`X-Forwarded-Host` (or
+/// `Forwarded`; the edge drops those headers from any other peer), else `http://` + the Host
+/// (with its port).
 pub fn base_url(state: &AppState, space: &Space, request: &RequestInfo) -> String {
     if let Some(url) = space.public_url.as_deref().filter(|u| !u.is_empty()) {
         return url.trim_end_matches('/').to_string();
@@ -173,16 +182,21 @@ pub fn base_url(state: &AppState, space: &Space, request: &RequestInfo) -> Strin
     if !state.settings.public_url.is_empty() {
         return state.settings.public_url.trim_end_matches('/').to_string();
     }
-    let host = request
-        .header("host")
-        .filter(|h| {
-            !h.is_empty()
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+    let origin = link_origin(
+        request.header("x-forwarded-proto"),
+        request.header("x-forwarded-host"),
+        request.header("forwarded"),
+    );
+    let host = origin
+        .host
+        .or_else(|| {
+            request
+                .header("host")
+                .filter(|h| valid_host(h))
+                .map(str::to_string)
         })
-        .map(str::to_string)
         .unwrap_or_else(|| state.settings.listen.to_string());
-    format!("http://{host}")
+    format!("{}://{host}", origin.scheme.unwrap_or("http"))
 }
 
 /// Counts a provisioning response by route and status, for `/metrics`.

@@ -1,6 +1,7 @@
 //! Response builders and the single place where errors and rejections become responses.
 
 use crate::error::AppError;
+use crate::store::StoreError;
 use serde_json::json;
 use std::convert::Infallible;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -25,7 +26,8 @@ pub fn json(status: u16, value: &serde_json::Value) -> Response {
     with_body(status, "application/json", value.to_string())
 }
 
-/// The response for an error: JSON `{"message": …}` (plus `errors` for 422). Server-side
+/// The response for an error: JSON `{"message": …}` (plus `errors` for 422; `Retry-After` for
+/// 429; the challenges of a Digest 401). Server-side
 /// failures are logged here with their detail; the client gets the public message only.
 pub fn error(err: &AppError) -> Response {
     let status = err.status();
@@ -39,12 +41,26 @@ pub fn error(err: &AppError) -> Response {
         _ => json!({"message": err.public_message()}),
     };
     let mut resp = json(status, &body);
-    if let AppError::Challenge { challenges, .. } = err {
-        for challenge in challenges {
-            if let Ok(v) = HeaderValue::from_str(challenge) {
-                resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
+    match err {
+        AppError::Challenge { challenges, .. } => {
+            for challenge in challenges {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    resp.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                }
             }
         }
+        AppError::RateLimited {
+            retry_after_secs, ..
+        } => {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        // The database is away (restarting, failing over): clients may come back shortly.
+        AppError::Store(StoreError::Unavailable(_)) => {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
     resp
 }

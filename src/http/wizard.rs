@@ -24,7 +24,7 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
     warp::path!("wizard" / String)
         .and(warp::get())
         .and(with_state(state))
-        .and(request_info(RouteKind::Token))
+        .and(request_info(RouteKind::Token, "/wizard/{token}"))
         .then(wizard)
         .boxed()
 }

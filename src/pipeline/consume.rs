@@ -7,7 +7,7 @@
 //! idempotent per id. When the consume fails with [`StoreError::Unavailable`] (the connection
 //! broke, possibly after `COMMIT` was sent; PostgreSQL restarting; no pooled connection in
 //! time) the request repeats the same consume, with the same id and the same `now`, until it
-//! gets an answer or [`SETTLE_WINDOW`] has passed:
+//! gets an answer or [`settle_window`] has passed:
 //!
 //! * the earlier attempt committed → the token is used by this id → the store returns the
 //!   account again and the request serves its document (200);
@@ -31,9 +31,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long a request keeps settling an ambiguous consume (first attempt included) before it
-/// gives up with a 500. Long enough to span a PostgreSQL restart, and shorter than the
-/// request timeout (30 s by default), so the request that won still answers.
+/// gives up with a 500: long enough to span a PostgreSQL restart. It never exceeds two thirds
+/// of `request_timeout_seconds` ([`settle_window`]), so the request that won still answers
+/// before the request timeout could cut it off.
 pub const SETTLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The settling window under these settings: [`SETTLE_WINDOW`], shortened to two thirds of the
+/// request timeout when that is shorter.
+pub fn settle_window(request_timeout_seconds: u64) -> Duration {
+    SETTLE_WINDOW.min(Duration::from_secs(request_timeout_seconds).mul_f64(2.0 / 3.0))
+}
 
 /// First pause between attempts; it doubles up to [`SETTLE_MAX_PAUSE`].
 const SETTLE_FIRST_PAUSE: Duration = Duration::from_millis(50);
@@ -58,7 +65,7 @@ pub async fn commit(
         Credential::ProvisioningToken(token) => {
             let hash = hash_secret(token);
             let by = ConsumeId::random();
-            settle(token, || {
+            settle(state, token, || {
                 state
                     .store
                     .consume_provisioning_token(&hash, now, reset, &by)
@@ -104,7 +111,7 @@ pub async fn auth_token(
 ) -> Result<Option<i64>, AppError> {
     let hash = hash_secret(token);
     let by = ConsumeId::random();
-    settle(token, || {
+    settle(state, token, || {
         state
             .store
             .consume_auth_token_as(&hash, now, not_before, reset, &by)
@@ -113,13 +120,18 @@ pub async fn auth_token(
 }
 
 /// Runs an idempotent consume until its outcome is known (see the module doc), bounded by
-/// [`SETTLE_WINDOW`] in total, each attempt included.
-async fn settle<F, Fut>(token: &str, mut attempt: F) -> Result<Option<i64>, AppError>
+/// [`settle_window`] in total, each attempt included.
+async fn settle<F, Fut>(
+    state: &AppState,
+    token: &str,
+    mut attempt: F,
+) -> Result<Option<i64>, AppError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = StoreResult<Option<i64>>>,
 {
-    let deadline = Instant::now() + SETTLE_WINDOW;
+    let window = settle_window(state.settings.request_timeout_seconds);
+    let deadline = Instant::now() + window;
     let mut pause = SETTLE_FIRST_PAUSE;
     let mut attempts: u32 = 0;
     loop {
@@ -141,7 +153,7 @@ where
             Ok(Err(e)) if !e.is_unavailable() => return Err(e.into()),
             Ok(Err(e)) => e,
             Err(_) => {
-                StoreError::Unavailable(format!("no answer within {} s", SETTLE_WINDOW.as_secs()))
+                StoreError::Unavailable(format!("no answer within {} ms", window.as_millis()))
             }
         };
         let now = Instant::now();

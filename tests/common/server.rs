@@ -179,9 +179,39 @@ pub fn independent_ha1(algorithm: Algorithm, user: &str, realm: &str, password: 
         .to_string()
 }
 
-/// Runs one async test body on both stores: `both_backends!(name, |app| async move { … })`.
+/// Runs one async test body on both stores: `both_backends!(name, |app| async move { … })`,
+/// or `both_backends!(name, settings = |s| …, |app| …)` to adjust the settings first.
 #[macro_export]
 macro_rules! both_backends {
+    ($name:ident, settings = $adjust:expr, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let app = $crate::common::server::TestApp::start_with(
+                    $crate::common::server::Backend::Sqlite,
+                    $adjust,
+                )
+                .await
+                .expect("sqlite always runs");
+                ($body)(app).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(app) = $crate::common::server::TestApp::start_with(
+                    $crate::common::server::Backend::Postgres,
+                    $adjust,
+                )
+                .await
+                {
+                    ($body)(app).await;
+                }
+            }
+        }
+    };
     ($name:ident, $body:expr) => {
         mod $name {
             #[allow(unused_imports)]

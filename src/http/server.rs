@@ -1,0 +1,357 @@
+//! The accept loop (hyper-util, HTTP/1.1 and HTTP/2 prior knowledge), instead of
+//! `warp::serve`, because every connection needs deadlines hyper does not give:
+//!
+//! * **Head deadline.** A connection must deliver a complete request head within
+//!   `header_read_timeout_seconds` of being *accepted*. hyper's own HTTP/1 timer starts only at
+//!   the first byte, and nothing in hyper bounds a socket that sends nothing, or only the
+//!   HTTP/2 preface; ~1,000 of those would exhaust the file descriptors.
+//! * **Idle deadline.** A connection with no request in flight closes `keep_alive_seconds`
+//!   after its last response (hyper has no idle timeout on either protocol).
+//! * **Cap.** At most `max_connections` are open; past it new sockets are closed at once (and
+//!   counted) while open connections keep being served.
+//! * **Graceful shutdown with a deadline** (`shutdown_grace_seconds`), which warp's lacks.
+//!
+//! A request is "in flight" from the moment hyper hands its head to the service until its
+//! response body has been sent (the body carries a guard), so a deadline never cuts a request
+//! that is being served; bounding the handler itself is [`super::edge`]'s request timeout.
+
+use crate::http::{edge, routes};
+use crate::net::limit::SWEEP_INTERVAL;
+use crate::state::AppState;
+use http_body::{Body, Frame, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+/// Pause after a failed `accept` (out of descriptors, say), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// At most one warning per this period for a repeated condition (accept errors, the cap).
+const WARN_PERIOD: Duration = Duration::from_secs(10);
+
+/// Serves `routes(state)` on an already-bound listener until `shutdown` resolves, then waits
+/// up to `shutdown_grace_seconds` for requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let settings = state.settings.clone();
+    let service = warp::service(routes(state.clone()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_timeout = Duration::from_secs(settings.header_read_timeout_seconds);
+    let deadlines = Deadlines {
+        head: header_timeout,
+        idle: Duration::from_secs(settings.keep_alive_seconds),
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let sweeper = tokio::spawn(sweep_limits(state.clone()));
+    let mut accept_warning = Throttled::default();
+    let mut cap_warning = Throttled::default();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        metrics::counter!("provisio_accept_errors_total").increment(1);
+                        accept_warning.warn(|suppressed| {
+                            tracing::warn!(error = %e, suppressed, "accept failed; backing off");
+                        });
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    drop(stream);
+                    metrics::counter!("provisio_connections_refused_total").increment(1);
+                    cap_warning.warn(|suppressed| {
+                        tracing::warn!(
+                            max_connections = settings.max_connections,
+                            suppressed,
+                            "connection limit reached; closing new connections at once"
+                        );
+                    });
+                    continue;
+                };
+                let watch = Arc::new(ConnWatch::new());
+                let hyper_svc = {
+                    let watch = watch.clone();
+                    let state = state.clone();
+                    let service = service.clone();
+                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let guard = InFlight::start(watch.clone());
+                        let state = state.clone();
+                        let service = service.clone();
+                        async move {
+                            let response = edge::handle(&state, service, peer, req).await;
+                            Ok::<_, Infallible>(response.map(|body| Guarded { body, _guard: guard }))
+                        }
+                    })
+                };
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let open = metrics::gauge!("provisio_connections_open");
+                    open.increment(1.0);
+                    supervise(conn, watch, deadlines).await;
+                    open.decrement(1.0);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    sweeper.abort();
+    let grace = Duration::from_secs(settings.shutdown_grace_seconds);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = grace.as_secs(),
+            "requests still open after the shutdown grace period; closing them"
+        );
+    }
+    Ok(())
+}
+
+/// Forgets rate-limit keys whose buckets are full again, every [`SWEEP_INTERVAL`].
+async fn sweep_limits(state: AppState) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        state.limits.sweep();
+        metrics::gauge!("provisio_rate_limit_keys").set(state.limits.tracked_keys() as f64);
+    }
+}
+
+/// A warning for a condition that may repeat thousands of times a second: logged at most once
+/// per [`WARN_PERIOD`], with the number of occurrences it stands for.
+#[derive(Default)]
+struct Throttled {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    /// Calls `log` with the count of suppressed occurrences, unless one was logged recently.
+    fn warn(&mut self, log: impl FnOnce(u64)) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < WARN_PERIOD)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        log(self.suppressed);
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// The two deadlines of a connection with nothing in flight.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// From accept to the first complete request head.
+    head: Duration,
+    /// From the end of the last response to the next request head.
+    idle: Duration,
+}
+
+/// What the supervisor of one connection knows about its requests.
+struct ConnWatch {
+    /// Requests whose head arrived and whose response has not been sent completely.
+    in_flight: AtomicUsize,
+    /// Whether any request head arrived.
+    served: AtomicBool,
+    /// When the last request in flight finished.
+    idle_since: Mutex<Instant>,
+    /// Wakes the supervisor when any of the above changes.
+    changed: Notify,
+    /// When the socket was accepted.
+    accepted: Instant,
+}
+
+impl ConnWatch {
+    fn new() -> ConnWatch {
+        let now = Instant::now();
+        ConnWatch {
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since: Mutex::new(now),
+            changed: Notify::new(),
+            accepted: now,
+        }
+    }
+
+    /// When the connection must be closed if nothing happens, and why; `None` while a request
+    /// is in flight.
+    fn deadline(&self, d: Deadlines) -> Option<(Instant, &'static str)> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        if !self.served.load(Ordering::SeqCst) {
+            return Some((self.accepted + d.head, "header_timeout"));
+        }
+        let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        Some((since + d.idle, "idle"))
+    }
+}
+
+/// Marks one request in flight on its connection, from its head to the end of its response
+/// body (it travels inside [`Guarded`]).
+struct InFlight(Arc<ConnWatch>);
+
+impl InFlight {
+    fn start(watch: Arc<ConnWatch>) -> InFlight {
+        watch.served.store(true, Ordering::SeqCst);
+        watch.in_flight.fetch_add(1, Ordering::SeqCst);
+        watch.changed.notify_one();
+        InFlight(watch)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // The idle clock is set before the count drops, so the supervisor never sees an idle
+        // connection with a stale clock.
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_one();
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until hyper drops it (sent, or the
+/// connection ended).
+struct Guarded<B> {
+    body: B,
+    _guard: InFlight,
+}
+
+impl<B: Body + Unpin> Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Drives one connection until it ends, or closes it (by dropping it) when a deadline passes
+/// with no request in flight.
+async fn supervise<F, E>(conn: F, watch: Arc<ConnWatch>, deadlines: Deadlines)
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    loop {
+        let deadline = watch.deadline(deadlines);
+        if let Some((at, reason)) = deadline
+            && at <= Instant::now()
+        {
+            metrics::counter!("provisio_connections_closed_total", "reason" => reason).increment(1);
+            tracing::debug!(reason, "closing connection");
+            return;
+        }
+        let changed = watch.changed.notified();
+        let ended = match deadline {
+            None => tokio::select! {
+                ended = &mut conn => Some(ended),
+                () = changed => None,
+            },
+            Some((at, _)) => tokio::select! {
+                ended = &mut conn => Some(ended),
+                () = changed => None,
+                () = tokio::time::sleep_until(at) => None,
+            },
+        };
+        if let Some(result) = ended {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_follow_requests() {
+        let d = Deadlines {
+            head: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+        };
+        let watch = Arc::new(ConnWatch::new());
+        let t0 = watch.accepted;
+        assert_eq!(watch.deadline(d), Some((t0 + d.head, "header_timeout")));
+        let guard = InFlight::start(watch.clone());
+        let second = InFlight::start(watch.clone());
+        assert_eq!(watch.deadline(d), None, "busy: no deadline");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        drop(guard);
+        assert_eq!(watch.deadline(d), None, "still one in flight");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        drop(second);
+        let idle_from = t0 + Duration::from_secs(61);
+        assert_eq!(watch.deadline(d), Some((idle_from + d.idle, "idle")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn supervisor_drops_a_silent_connection_at_the_head_deadline() {
+        let d = Deadlines {
+            head: Duration::from_secs(2),
+            idle: Duration::from_secs(30),
+        };
+        let watch = Arc::new(ConnWatch::new());
+        let started = Instant::now();
+        supervise(std::future::pending::<Result<(), Infallible>>(), watch, d).await;
+        assert_eq!(Instant::now() - started, d.head);
+    }
+
+    #[test]
+    fn throttled_warnings_count_what_they_suppress() {
+        let mut t = Throttled::default();
+        let mut logged = Vec::new();
+        for _ in 0..5 {
+            t.warn(|n| logged.push(n));
+        }
+        assert_eq!(logged, [0]);
+        assert_eq!(t.suppressed, 4);
+    }
+}
