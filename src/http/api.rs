@@ -157,14 +157,22 @@ async fn read_body(mut stream: BodyStream, request: &RequestInfo) -> Result<Valu
 /// simply closed.
 const DRAIN_BYTES: usize = 1024 * 1024;
 
-/// Reads and drops the rest of a refused body, up to [`DRAIN_BYTES`] in all.
+/// Longest wait for the rest of a refused body: a client that declared a large body and
+/// sends nothing gets its 413 after this long instead of holding the handler.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops the rest of a refused body, up to [`DRAIN_BYTES`] in all and for at most
+/// [`DRAIN_WAIT`].
 async fn drain(stream: &mut BodyStream, mut seen: usize) {
-    while seen <= DRAIN_BYTES {
-        match stream.next().await {
-            Some(Ok(chunk)) => seen += chunk.len(),
-            _ => break,
+    let _ = tokio::time::timeout(DRAIN_WAIT, async {
+        while seen <= DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(chunk)) => seen += chunk.len(),
+                _ => break,
+            }
         }
-    }
+    })
+    .await;
 }
 
 /// Renders a handler's outcome and counts it by route template and status.
