@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod http;
 pub mod lpconfig;
 pub mod model;
+pub mod ops;
 pub mod pipeline;
 pub mod qr;
 pub mod secret;
