@@ -640,6 +640,27 @@ fn dockerfile() -> Vec<String> {
     out
 }
 
+/// (file, path) for every `include_str!("path")` / `include_bytes!("path")` under `dir`.
+fn embedded_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(embedded_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for marker in ["include_str!(\"", "include_bytes!(\""] {
+                for (at, _) in text.match_indices(marker) {
+                    let rest = &text[at + marker.len()..];
+                    let included = &rest[..rest.find('"').unwrap()];
+                    out.push((path.clone(), included.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn dockerfile_copies_what_exists_and_builds_locked() {
     let instructions = dockerfile();
@@ -671,6 +692,38 @@ fn dockerfile_copies_what_exists_and_builds_locked() {
     // What `cargo build` reads must be in the build context.
     for needed in ["Cargo.toml", "Cargo.lock", "src", "schema", "benches"] {
         assert!(copied.iter().any(|c| c == needed), "{needed} is not copied");
+    }
+    // Files the sources embed (include_str!/include_bytes!, relative to the including file)
+    // must be in the context too: a docker build would fail where `cargo test` passes.
+    for (file, included) in embedded_files(&repo().join("src")) {
+        let path = file.parent().unwrap().join(&included);
+        let path = std::path::absolute(&path).unwrap();
+        let mut normal = PathBuf::new();
+        for part in path.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    normal.pop();
+                }
+                other => normal.push(other),
+            }
+        }
+        let relative = normal.strip_prefix(repo()).unwrap_or_else(|_| {
+            panic!(
+                "{} embeds {included}, outside the repository",
+                file.display()
+            )
+        });
+        let top = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        assert!(
+            copied.iter().any(|c| c == &*top),
+            "{} embeds {included}: COPY {top} in the builder stage",
+            file.display()
+        );
     }
     if repo().join("build.rs").exists() {
         assert!(
