@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 pub async fn open_store(settings: &Settings) -> anyhow::Result<DynStore> {
     let url = settings.database_url();
     if settings.database.is_empty() {
-        std::fs::create_dir_all(&settings.data_dir)
+        // 0700: the database in it holds HA1s (docs/deploy.md, "Secrets at rest").
+        store::sqlite_file::create_private_dir(&settings.data_dir)
             .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     }
     let store = store::open(&url, settings.pool_size)

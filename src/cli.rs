@@ -91,6 +91,23 @@ pub enum Command {
     Hooks(HooksCommand),
     /// Print the document an account would receive, without a server.
     Render(RenderArgs),
+    /// Probe /readyz of a running server: exit 0 on 200, 1 otherwise (container HEALTHCHECK).
+    Healthcheck {
+        /// URL to probe (default: /readyz on the listen address, loopback for 0.0.0.0 or ::).
+        #[arg(long)]
+        url: Option<String>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
+    /// Copy the embedded SQLite database to FILE (0600) while the server runs; PostgreSQL: pg_dump.
+    Backup {
+        /// Where to write the copy.
+        file: PathBuf,
+        /// Replace FILE when it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `provisio space …`
@@ -362,6 +379,16 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Render(args) => render_command(&settings, args).await,
+        Command::Healthcheck { url, timeout } => {
+            let url = url.unwrap_or_else(|| crate::ops::default_probe_url(settings.listen));
+            crate::ops::healthcheck(&url, std::time::Duration::from_secs(timeout)).await?;
+            println!("{url}: ready");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { file, force } => {
+            println!("{}", crate::ops::backup(&settings, &file, force)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

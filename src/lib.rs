@@ -19,6 +19,7 @@ pub mod http;
 pub mod lpconfig;
 pub mod model;
 pub mod net;
+pub mod ops;
 pub mod pipeline;
 pub mod qr;
 pub mod secret;

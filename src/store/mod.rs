@@ -31,6 +31,7 @@ macro_rules! account_columns {
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
+pub mod sqlite_file;
 
 use crate::model::{Account, NewPassword, Password, Space};
 use async_trait::async_trait;

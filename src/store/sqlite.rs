@@ -56,10 +56,8 @@ impl SqliteStore {
             // Every pooled connection would get its own, different, empty database.
             anyhow::bail!("in-memory SQLite is not supported; give a file path");
         }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create directory {}", parent.display()))?;
-        }
+        // Directory 0700, file 0600 before SQLite opens it: it holds HA1s.
+        super::sqlite_file::prepare(path)?;
         let pool = Config::new(path)
             .builder(Runtime::Tokio1)?
             .max_size(pool_size.max(1))
