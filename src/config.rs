@@ -617,6 +617,61 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_file_shows_the_defaults() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/provisio.toml");
+        let s = Settings::load(Some(&sample), &Overrides::default()).unwrap();
+        let mut defaults = Settings::default();
+        defaults.hooks.dir = absolute(&defaults.hooks.dir);
+        assert_eq!(s, defaults);
+    }
+
+    #[test]
+    fn log_format_and_metrics_listen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "log_format = \"json\"\nmetrics_listen = \"127.0.0.1:9318\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(
+            s.metrics_listen_addr().unwrap(),
+            Some("127.0.0.1:9318".parse().unwrap())
+        );
+        assert_eq!(Settings::default().metrics_listen_addr().unwrap(), None);
+        for (text, key) in [
+            ("log_format = \"yaml\"\n", "`log_format`"),
+            ("metrics_listen = \"localhost\"\n", "`metrics_listen`"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Settings::load(Some(&file), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn known_keys_for_environment_variables() {
+        for key in [
+            "listen",
+            "LOG_FORMAT",
+            "metrics_listen",
+            "hooks.dir",
+            "HOOKS.DEADLINE_MS",
+            "rate_limit.failures_per_minute",
+            "hooks",
+        ] {
+            assert!(is_known_key(key), "{key}");
+        }
+        for key in ["test_database_url", "hooks.nope", "listen.port", ""] {
+            assert!(!is_known_key(key), "{key}");
+        }
+    }
+
+    #[test]
     fn trusted_proxies_as_a_list_or_a_comma_separated_string() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");

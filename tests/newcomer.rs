@@ -6,6 +6,8 @@
 //!   a wildcard listen address is never printed as a link.
 //! - `/wizard/{token}` shows a browser an HTML page for unknown, used (404) and expired (410)
 //!   tokens, API clients keep their JSON, and `HEAD` answers like `GET` without a body.
+//! - `rust-version` is what the locked dependencies need; every path the README names exists,
+//!   and nothing in the repository points outside it.
 
 mod common;
 
@@ -370,3 +372,101 @@ both_backends!(wizard_pages_for_browsers, |app: TestApp| async move {
     assert_eq!(post.headers()["allow"], "GET, HEAD");
     app.stop().await;
 });
+
+/// The repository's root.
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `rust-version` is what the locked dependencies need: the highest `rust-version` among
+/// them (cargo metadata, offline: the test build already fetched them).
+#[test]
+fn rust_version_is_what_the_lock_file_needs() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = Command::new(cargo)
+        .current_dir(repo())
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parse = |v: &str| -> Vec<u64> { v.split('.').map(|n| n.parse().unwrap()).collect() };
+    let mut ours = None;
+    let mut needed: Option<(Vec<u64>, String)> = None;
+    for package in meta["packages"].as_array().unwrap() {
+        let Some(version) = package["rust_version"].as_str() else {
+            continue;
+        };
+        let name = package["name"].as_str().unwrap().to_string();
+        if name == "provisio" {
+            ours = Some(parse(version));
+        } else if needed.as_ref().is_none_or(|(v, _)| parse(version) > *v) {
+            needed = Some((parse(version), name));
+        }
+    }
+    let (needed, by) = needed.unwrap();
+    let pad = |mut v: Vec<u64>| {
+        v.resize(3, 0);
+        v
+    };
+    assert_eq!(
+        pad(ours.expect("Cargo.toml has rust-version")),
+        pad(needed),
+        "rust-version must be what {by} needs"
+    );
+}
+
+/// Everything the README points at is in the repository, and nothing in the repository
+/// points outside it (the real-client harness used to live in a directory beside the clone).
+#[test]
+fn the_readme_and_the_repository_are_self_contained() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let mut paths: Vec<String> = readme
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .filter(|target| !target.contains("://") && !target.starts_with('#'))
+        .map(|target| target.split('#').next().unwrap().to_string())
+        .collect();
+    for word in readme.split(|c: char| c.is_whitespace() || c == '`' || c == '(' || c == ')') {
+        let prefixes = ["tools/", "docs/", "examples/", "schema/", ".ci/"];
+        if prefixes.iter().any(|p| word.starts_with(p)) {
+            paths.push(word.trim_end_matches([',', '.', ':', ';']).to_string());
+        }
+    }
+    assert!(
+        paths.iter().any(|p| p == "tools/linphone-check.sh"),
+        "{paths:?}"
+    );
+    for path in &paths {
+        assert!(
+            repo().join(path).exists(),
+            "README names {path}, which does not exist"
+        );
+    }
+
+    let outside = concat!("..", "/shared");
+    let mut offenders = Vec::new();
+    let mut stack = vec![repo()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                if !matches!(name.as_str(), "target" | ".git") {
+                    stack.push(path);
+                }
+            } else if let Ok(text) = std::fs::read_to_string(&path)
+                && text.contains(outside)
+            {
+                offenders.push(path.strip_prefix(repo()).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{outside} is named in {offenders:?}");
+}
