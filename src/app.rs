@@ -46,8 +46,7 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
     let store = open_store(&settings).await?;
     let hooks = Hooks::load(&settings.hooks).context("loading hook scripts")?;
     let metrics = if metrics {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .install_recorder()
+        crate::telemetry::install_metrics()
             .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
             .ok()
     } else {

@@ -9,7 +9,7 @@ use crate::model::{Algorithm, HeaderMode, HookFailure, Space, iso_time, now_ms};
 use crate::pipeline::request::{RequestInfo, RouteKind};
 use crate::pipeline::{assemble, finish};
 use crate::secret::{hash_password, new_password};
-use crate::store::{DynStore, NewAccount};
+use crate::store::NewAccount;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -393,76 +393,26 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
 }
 
 /// Domain of the demo space.
-pub const DEMO_DOMAIN: &str = "demo.provisio.test";
+pub const DEMO_DOMAIN: &str = crate::demo::DEMO_DOMAIN;
 /// User of the demo account.
-pub const DEMO_USER: &str = "demo";
+pub const DEMO_USER: &str = crate::demo::DEMO_USER;
 
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     let state = app::build_state(settings, true).await?;
     let announce = if demo {
-        Some(prepare_demo(&state.store, &state.settings).await?)
+        Some(crate::demo::prepare(&state.store, &state.settings).await?)
     } else {
         None
     };
+    let settings = state.settings.clone();
     app::serve(state, move |addr| {
         if let Some(token) = announce {
-            let base = format!("http://{addr}");
-            let url = format!("{base}/provisioning/{token}");
-            println!("\nprovisio demo is running on {base}\n");
-            println!("  account:          {DEMO_USER}@{DEMO_DOMAIN}");
-            println!("  provisioning URL: {url}");
-            println!("  wizard:           {base}/wizard/{token}");
-            println!("  try it:           curl -H 'x-linphone-provisioning: 1' {url}\n");
-            match crate::qr::terminal(&url) {
-                Ok(qr) => println!("{qr}"),
-                Err(e) => println!("(no QR code: {e})"),
-            }
-            println!(
-                "The token works once; run `provisio token {DEMO_USER}@{DEMO_DOMAIN}` for another."
-            );
+            let base = crate::demo::base_url(&settings, addr);
+            print!("{}", crate::demo::announcement(&base, &token));
         }
     })
     .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Creates (or reuses) the demo space and account and mints a token for it.
-async fn prepare_demo(store: &DynStore, settings: &Settings) -> anyhow::Result<String> {
-    if store.space_by_domain(DEMO_DOMAIN).await?.is_none() {
-        let mut space = Space::new(DEMO_DOMAIN, &settings.listen.ip().to_string());
-        space.name = "provisio demo".to_string();
-        // Debian's liblinphone 5.1 never sends x-linphone-provisioning; accept its User-Agent.
-        space.header_mode = HeaderMode::LinphoneUserAgent;
-        store.create_space(&space).await?;
-    }
-    let account = match store.account_by_identity(DEMO_USER, DEMO_DOMAIN).await? {
-        Some(a) => a,
-        None => {
-            let space = store
-                .space_by_domain(DEMO_DOMAIN)
-                .await?
-                .context("demo space vanished")?;
-            let password = hash_password(
-                space.password_algorithm,
-                DEMO_USER,
-                &space.realm,
-                &new_password(),
-            );
-            store
-                .create_account(
-                    &NewAccount {
-                        username: DEMO_USER.to_string(),
-                        domain: DEMO_DOMAIN.to_string(),
-                        display_name: Some("Demo User".to_string()),
-                        passwords: vec![password],
-                        ..Default::default()
-                    },
-                    now_ms(),
-                )
-                .await?
-        }
-    };
-    Ok(app::mint_provisioning_token(store, &account).await?.token)
 }
 
 /// `provisio purge`: one housekeeping pass, whatever `housekeeping_interval_seconds` says.

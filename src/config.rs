@@ -69,8 +69,25 @@ pub struct Settings {
     pub token_retention_days: u32,
     /// Log filter in `tracing` EnvFilter syntax (`RUST_LOG` wins when set).
     pub log: String,
+    /// Log line format: `text` for people at a terminal, `json` (one object per line) for a
+    /// log collector.
+    pub log_format: LogFormat,
+    /// Address of a separate listener that alone serves `/metrics` (empty = the main listener
+    /// serves it), so the metrics stay off the public port.
+    pub metrics_listen: String,
     /// Hook scripts and their sandbox.
     pub hooks: HookSettings,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, never coloured: what journald, Loki or Elasticsearch ingest.
+    Json,
 }
 
 /// Where hook scripts live and how tightly they are sandboxed.
@@ -163,6 +180,8 @@ impl Default for Settings {
             housekeeping_interval_seconds: 300,
             token_retention_days: 30,
             log: "info".to_string(),
+            log_format: LogFormat::Text,
+            metrics_listen: String::new(),
             hooks: HookSettings::default(),
         }
     }
@@ -218,7 +237,12 @@ impl Settings {
         }
         let mut settings: Settings = Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(&path))
-            .merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
+            .merge(
+                Env::prefixed(ENV_PREFIX)
+                    .split("__")
+                    .ignore(&["config"])
+                    .filter(|key| is_known_key(key.as_str())),
+            )
             .merge(Serialized::globals(overrides))
             .extract()
             .map_err(|e| ConfigError(describe(e)))?;
@@ -359,7 +383,22 @@ impl Settings {
         }
         crate::net::proxy::TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|why| ConfigError(format!("key `trusted_proxies`: {why}")))?;
+        if let Err(e) = self.metrics_listen_addr() {
+            return bad("metrics_listen", &e);
+        }
         Ok(())
+    }
+
+    /// The separate metrics listener's address, `None` when `/metrics` stays on the main
+    /// listener.
+    pub fn metrics_listen_addr(&self) -> Result<Option<SocketAddr>, String> {
+        let text = self.metrics_listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| format!("{text:?} is not an address: write IP:PORT, e.g. 127.0.0.1:9318"))
     }
 
     /// The database URL to open: the configured one, or SQLite in the data directory.
@@ -373,6 +412,51 @@ impl Settings {
             self.database.clone()
         }
     }
+}
+
+/// Every key a setting can have, dotted (`hooks.dir`), with each section on its own (`hooks`).
+fn known_keys() -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(map) = value {
+            for (key, child) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                walk(&path, child, out);
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::to_value(Settings::default()) {
+        walk("", &value, &mut out);
+    }
+    out
+}
+
+/// Whether a dotted key (case ignored) names a setting.
+fn is_known_key(key: &str) -> bool {
+    known_keys().iter().any(|k| k.eq_ignore_ascii_case(key))
+}
+
+/// `PROVISIO_*` environment variables that name no setting. They are ignored, not fatal (a
+/// test harness or a wrapper may export its own), and the binary warns about each once logging
+/// is up, so a misspelt key does not go unnoticed.
+pub fn unknown_env_vars() -> Vec<String> {
+    let mut unknown: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.len() > ENV_PREFIX.len()
+                && name.is_char_boundary(ENV_PREFIX.len())
+                && name[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX)
+                && !name.eq_ignore_ascii_case(CONFIG_ENV)
+        })
+        .filter(|name| !is_known_key(&name[ENV_PREFIX.len()..].replace("__", ".")))
+        .collect();
+    unknown.sort();
+    unknown
 }
 
 /// A path made absolute against the current directory, so the hooks directory (and the module
@@ -530,6 +614,61 @@ mod tests {
 
         let missing = dir.path().join("missing.toml");
         assert!(Settings::load(Some(&missing), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn the_sample_file_shows_the_defaults() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/provisio.toml");
+        let s = Settings::load(Some(&sample), &Overrides::default()).unwrap();
+        let mut defaults = Settings::default();
+        defaults.hooks.dir = absolute(&defaults.hooks.dir);
+        assert_eq!(s, defaults);
+    }
+
+    #[test]
+    fn log_format_and_metrics_listen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "log_format = \"json\"\nmetrics_listen = \"127.0.0.1:9318\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(
+            s.metrics_listen_addr().unwrap(),
+            Some("127.0.0.1:9318".parse().unwrap())
+        );
+        assert_eq!(Settings::default().metrics_listen_addr().unwrap(), None);
+        for (text, key) in [
+            ("log_format = \"yaml\"\n", "`log_format`"),
+            ("metrics_listen = \"localhost\"\n", "`metrics_listen`"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Settings::load(Some(&file), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn known_keys_for_environment_variables() {
+        for key in [
+            "listen",
+            "LOG_FORMAT",
+            "metrics_listen",
+            "hooks.dir",
+            "HOOKS.DEADLINE_MS",
+            "rate_limit.failures_per_minute",
+            "hooks",
+        ] {
+            assert!(is_known_key(key), "{key}");
+        }
+        for key in ["test_database_url", "hooks.nope", "listen.port", ""] {
+            assert!(!is_known_key(key), "{key}");
+        }
     }
 
     #[test]

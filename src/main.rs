@@ -14,13 +14,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // RUST_LOG wins over the `log` setting; warp/hyper stay capped so request paths (which
-    // carry tokens) never reach the log.
-    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(provisio::app::log_filter(&base))
-        .with_writer(std::io::stderr)
-        .init();
+    provisio::telemetry::init_logging(&settings);
+    for name in provisio::config::unknown_env_vars() {
+        tracing::warn!(
+            variable = %name,
+            "ignoring an environment variable with the PROVISIO_ prefix that names no setting"
+        );
+    }
     match provisio::cli::run(cli, settings).await {
         Ok(code) => code,
         Err(e) => {

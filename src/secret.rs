@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn ha1_matches_known_vectors() {
-        // Values from ../shared/reference/linphone-digest.md.
+        // printf 'alice:example.test:secret' | md5sum (and | sha256sum).
         assert_eq!(
             ha1(Algorithm::Md5, "alice", "example.test", "secret"),
             "4842575394a190ef4c973253ba19099c"

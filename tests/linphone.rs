@@ -10,8 +10,9 @@ use provisio::model::{Algorithm, HeaderMode};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The repository's real-client harness.
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/linphone-provision-check.sh")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/linphone-check.sh")
 }
 
 /// Whether a program is on PATH (or at an absolute path).
@@ -33,9 +34,6 @@ fn tools_available(needs_kamailio: bool) -> bool {
     if needs_kamailio && !have("kamailio") {
         missing.push("kamailio (apt-get install kamailio)");
     }
-    if !script().exists() {
-        missing.push("../shared/tools/linphone-provision-check.sh");
-    }
     if missing.is_empty() {
         return true;
     }
@@ -46,14 +44,14 @@ fn tools_available(needs_kamailio: bool) -> bool {
     false
 }
 
-/// Runs the provisioning check script; returns (exit code, applied rc, stderr).
+/// Runs the harness (tools/linphone-check.sh); returns (exit code, applied rc, stderr).
 fn provision_check(url: &str, register: bool) -> (i32, String, String) {
     let mut cmd = Command::new("bash");
-    cmd.arg(script()).arg(url).env("LP_TIMEOUT", "20");
+    cmd.arg(script()).args(["--timeout", "20"]);
     if register {
-        cmd.env("LP_REGISTER", "1");
+        cmd.arg("--register");
     }
-    let out = cmd.output().expect("run linphone-provision-check.sh");
+    let out = cmd.arg(url).output().expect("run tools/linphone-check.sh");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -102,7 +100,8 @@ both_backends!(real_client_applies_document, |app: TestApp| async move {
     assert_eq!(code, 1);
 });
 
-/// A Kamailio registrar on a loopback UDP port that accepts one HA1 (linphone-client.md §5).
+/// A Kamailio registrar on a loopback UDP port that accepts one HA1 (`pv_www_authenticate`
+/// with flag 1: the password argument is an HA1).
 struct Kamailio {
     child: Child,
     port: u16,

@@ -1,7 +1,8 @@
 //! A real Linphone client (Debian's linphonec, liblinphone 5.1) on `/provisioning/me`: it is
 //! provisioned once through `/provisioning/{token}`, then started again with `config-uri`
 //! pointing at `/provisioning/me`, where it must answer the server's Digest challenge with the
-//! HA1 it was given (linphone-digest.md) and apply the new document — for a SHA-256 and an MD5
+//! HA1 it was given (liblinphone answers with the `[auth_info_N]` whose username, realm and
+//! algorithm match the challenge) and apply the new document — for a SHA-256 and an MD5
 //! space. Skipped with a message when linphonec is missing, unless CI is set.
 
 mod common;
@@ -12,11 +13,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// The shared harness (beside the repository in CI's fresh clone).
+/// The repository's real-client harness.
 fn script() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/tools/linphone-provision-check.sh"
+        "/tools/linphone-check.sh"
     ))
 }
 
@@ -30,9 +31,6 @@ fn tools_available() -> bool {
     let mut missing = Vec::new();
     if !linphonec {
         missing.push("linphonec (apt-get install linphone-cli)");
-    }
-    if !script().exists() {
-        missing.push("../shared/tools/linphone-provision-check.sh");
     }
     if missing.is_empty() {
         return true;
@@ -53,11 +51,11 @@ async fn provision_check(url: String, pre_rc: Option<String>) -> (i32, String, S
             f
         });
         let mut cmd = Command::new("bash");
-        cmd.arg(script()).arg(&url).env("LP_TIMEOUT", "20");
+        cmd.arg(script()).args(["--timeout", "20"]);
         if let Some(f) = &pre {
-            cmd.env("LP_PRE_RC", f.path());
+            cmd.arg("--pre-rc").arg(f.path());
         }
-        let out = cmd.output().unwrap();
+        let out = cmd.arg(&url).output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -68,8 +66,8 @@ async fn provision_check(url: String, pre_rc: Option<String>) -> (i32, String, S
     .unwrap()
 }
 
-/// The space's custom entries: a default proxy so the client sends `From:` (reg_proxy is
-/// required, see linphone-digest.md), no REGISTER, and a marker key that differs between
+/// The space's custom entries: a default proxy so the client sends `From:` (liblinphone adds it
+/// only when a default proxy with a `reg_proxy` exists), no REGISTER, and a marker key that differs between
 /// fetches (a new key: entries without `overwrite="true"` do not replace local values).
 fn entries(marker: &str) -> String {
     format!(

@@ -47,7 +47,8 @@ use std::time::{Duration, Instant};
 
 /// Name of the metric counting reloads that failed to compile.
 pub const RELOAD_FAILURES_METRIC: &str = "provisio_hook_reload_failures_total";
-/// Name of the metric counting script failures at request time (label `script`).
+/// Name of the metric counting script failures at request time (label `scope`: `default` or
+/// `space`, never the file, which names a tenant).
 pub const RUN_FAILURES_METRIC: &str = "provisio_hook_failures_total";
 
 /// Everything a hook call may read, gathered before the scripts run (scripts never reach the
@@ -194,7 +195,8 @@ impl Hooks {
         if scripts.is_empty() {
             return Ok(());
         }
-        let deadline = Instant::now() + Duration::from_millis(self.settings.deadline_ms);
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(self.settings.deadline_ms);
         let _deadline = engine::enter_deadline(deadline);
         let doc: SharedDoc = Arc::new(Mutex::new(Doc::from_config(std::mem::take(config))));
         let home = ctx.account_space.as_ref().unwrap_or(&ctx.space);
@@ -249,8 +251,13 @@ impl Hooks {
                     break;
                 }
                 Err(Stop::Failed(detail)) => {
-                    metrics::counter!(RUN_FAILURES_METRIC, "script" => script.file.to_string())
-                        .increment(1);
+                    // The scope, not the file: a space script's name is a tenant's domain.
+                    let scope = if &*script.file == "default.rhai" {
+                        "default"
+                    } else {
+                        "space"
+                    };
+                    metrics::counter!(RUN_FAILURES_METRIC, "scope" => scope).increment(1);
                     match snapshot {
                         Some(before) => {
                             tracing::error!(
@@ -277,6 +284,8 @@ impl Hooks {
             }
         }
         *config = std::mem::take(&mut *api::lock(&doc)).into_config();
+        metrics::histogram!(crate::telemetry::HOOK_DURATION)
+            .record(started.elapsed().as_secs_f64());
         result
     }
 

@@ -25,6 +25,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/provisioning/auth_token/{auth_token}"),
     ("GET", "/provisioning/qrcode/{provisioning_token}"),
     ("GET", "/wizard/{provisioning_token}"),
+    ("HEAD", "/wizard/{provisioning_token}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -74,7 +75,11 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
             methods.push(method);
         }
     }
-    let order = |m: &&str| ["GET", "POST", "PUT", "DELETE"].iter().position(|o| o == m);
+    let order = |m: &&str| {
+        ["GET", "HEAD", "POST", "PUT", "DELETE"]
+            .iter()
+            .position(|o| o == m)
+    };
     methods.sort_by_key(order);
     methods
 }

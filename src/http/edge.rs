@@ -10,13 +10,19 @@
 //!    the client gets 503, so a stalled database cannot hold requests (and connections) forever.
 //! 4. **Accounting** — a refused guess (403, 404, 410, or 401 to a request that carried
 //!    credentials) takes a cell of the address's failure bucket; a 405 gets its `Allow` header;
-//!    one access-log line names the route template, never the path.
+//!    the request is counted and timed under its route template
+//!    ([`crate::telemetry::record_request`]); and one access-log line is written: method,
+//!    route template (never the path, which may hold a token), status, `duration_ms`, client
+//!    address, space and account when a handler named them ([`AccessNote`]), user agent. It is
+//!    at info for every answer below 500 (a 401 Digest challenge, a 404 for `/favicon.ico` are
+//!    normal traffic) and at error for a 5xx.
 
 use crate::auth::API_KEY_HEADER;
 use crate::error::AppError;
 use crate::http::{ClientAddr, MatchedRoute, api, reply};
 use crate::net::proxy::FORWARDING_HEADERS;
 use crate::state::AppState;
+use crate::telemetry::UNMATCHED_ROUTE;
 use serde_json::json;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +56,10 @@ where
     {
         req.headers_mut().insert(header::HOST, value);
     }
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .map(|v| bounded(&String::from_utf8_lossy(v.as_bytes())));
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let guarded = counts_failures(&method, &path);
@@ -99,12 +109,97 @@ where
             response.headers_mut().insert(header::ALLOW, value);
         }
     }
-    if matched.get().is_none() {
-        span.record("route", tracing::field::display("-"));
+    let route = matched.get();
+    if route.is_none() {
+        span.record("route", tracing::field::display(UNMATCHED_ROUTE));
     }
-    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(parent: &span, status, ms, "request");
+    let route = route.unwrap_or(UNMATCHED_ROUTE);
+    let elapsed = started.elapsed();
+    crate::telemetry::record_request(route, status, elapsed.as_secs_f64());
+    let note = response
+        .extensions_mut()
+        .remove::<AccessNote>()
+        .unwrap_or_default();
+    let access = AccessLine {
+        method: &method,
+        route,
+        status,
+        duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        client,
+        note: &note,
+        user_agent: user_agent.as_deref(),
+    };
+    access.log();
     response
+}
+
+/// What a handler knows about a request that the access line should carry, handed to the
+/// edge as a response extension (see [`note`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessNote {
+    /// The space (its domain) that served the request.
+    pub space: Option<String>,
+    /// The account the request was about (provisioned, or authenticated).
+    pub account: Option<i64>,
+}
+
+/// Attaches the space and account of a request to its response, for the access line.
+pub fn note(response: &mut Response, space: Option<&str>, account: Option<i64>) {
+    response.extensions_mut().insert(AccessNote {
+        space: space.map(str::to_string),
+        account,
+    });
+}
+
+/// One access-log line (target `provisio::access`, outside the request span so its fields are
+/// not repeated).
+struct AccessLine<'a> {
+    method: &'a str,
+    route: &'static str,
+    status: u16,
+    duration_ms: u64,
+    client: IpAddr,
+    note: &'a AccessNote,
+    user_agent: Option<&'a str>,
+}
+
+impl AccessLine<'_> {
+    /// Writes the line: info below 500, error from 500.
+    fn log(&self) {
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "provisio::access",
+                    parent: None,
+                    method = %self.method,
+                    route = %self.route,
+                    status = self.status,
+                    duration_ms = self.duration_ms,
+                    client = %self.client,
+                    space = self.note.space.as_deref(),
+                    account = self.note.account,
+                    user_agent = self.user_agent,
+                    "request"
+                )
+            };
+        }
+        if self.status >= 500 {
+            line!(error);
+        } else {
+            line!(info);
+        }
+    }
+}
+
+/// Longest user agent the access line keeps, in characters (a client chooses it).
+const MAX_USER_AGENT_CHARS: usize = 200;
+
+/// `text` cut to [`MAX_USER_AGENT_CHARS`] characters.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_USER_AGENT_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// The client address of a request from `peer`; strips the forwarding headers unless the peer

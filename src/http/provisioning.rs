@@ -2,7 +2,7 @@
 
 use crate::auth;
 use crate::error::AppError;
-use crate::http::reply;
+use crate::http::{edge, reply};
 use crate::http::{request_info, with_state};
 use crate::model::{Space, now_ms};
 use crate::net::proxy::{link_origin, valid_host};
@@ -102,17 +102,22 @@ where
     F: FnOnce(Space, RequestInfo) -> Fut,
     Fut: std::future::Future<Output = Result<Credential, AppError>>,
 {
+    let mut served_by = None;
     let result = async {
         let space = space::resolve(state.store.as_ref(), &request.host).await?;
+        served_by = Some(space.domain.clone());
         let credential = credential(space.clone(), request.clone()).await?;
         pipeline::provision(state, &space, request, &credential).await
     }
     .await;
-    let response = match result {
-        Ok(doc) => reply::with_body(200, XML_CONTENT_TYPE, doc.xml),
-        Err(err) => reply::error(&err),
+    let (mut response, account) = match result {
+        Ok(doc) => (
+            reply::with_body(200, XML_CONTENT_TYPE, doc.xml),
+            doc.account_id,
+        ),
+        Err(err) => (reply::error(&err), None),
     };
-    count(request.route, response.status().as_u16());
+    edge::note(&mut response, served_by.as_deref(), account);
     response
 }
 
@@ -120,8 +125,10 @@ where
 /// that URL in `X-Qrcode-URL`. Consumes nothing; refuses used, superseded (404) and expired
 /// (410) tokens, where FlexiAPI would draw a code that cannot work.
 async fn provisioning_qrcode(token: String, state: AppState, request: RequestInfo) -> Response {
+    let mut served_by = None;
     let result = async {
         let space = space::resolve(state.store.as_ref(), &request.host).await?;
+        served_by = Some(space.domain.clone());
         check_provisioning_token(&state, &token, now_ms()).await?;
         let url = provisioning_url(
             &state,
@@ -134,7 +141,7 @@ async fn provisioning_qrcode(token: String, state: AppState, request: RequestInf
         Ok::<_, AppError>((url, png))
     }
     .await;
-    let response = match result {
+    let mut response = match result {
         Ok((url, png)) => {
             let mut resp = reply::with_body(200, "image/png", png);
             if let Ok(v) = HeaderValue::from_str(&url) {
@@ -144,7 +151,7 @@ async fn provisioning_qrcode(token: String, state: AppState, request: RequestInf
         }
         Err(err) => reply::error(&err),
     };
-    count(RouteKind::Token, response.status().as_u16());
+    edge::note(&mut response, served_by.as_deref(), None);
     response
 }
 
@@ -197,14 +204,4 @@ pub fn base_url(state: &AppState, space: &Space, request: &RequestInfo) -> Strin
         })
         .unwrap_or_else(|| state.settings.listen.to_string());
     format!("{}://{host}", origin.scheme.unwrap_or("http"))
-}
-
-/// Counts a provisioning response by route and status, for `/metrics`.
-fn count(route: RouteKind, status: u16) {
-    metrics::counter!(
-        "provisio_provisioning_responses_total",
-        "route" => route.as_str(),
-        "status" => status.to_string()
-    )
-    .increment(1);
 }

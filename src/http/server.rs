@@ -15,9 +15,11 @@
 //! response body has been sent (the body carries a guard), so a deadline never cuts a request
 //! that is being served; bounding the handler itself is [`super::edge`]'s request timeout.
 
-use crate::http::{edge, routes};
+use crate::http::{edge, ops, routes};
 use crate::net::limit::SWEEP_INTERVAL;
 use crate::state::AppState;
+use anyhow::Context as _;
+use futures_util::FutureExt as _;
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -31,6 +33,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
 
 /// Pause after a failed `accept` (out of descriptors, say), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -39,14 +43,62 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const WARN_PERIOD: Duration = Duration::from_secs(10);
 
 /// Serves `routes(state)` on an already-bound listener until `shutdown` resolves, then waits
-/// up to `shutdown_grace_seconds` for requests in flight.
+/// up to `shutdown_grace_seconds` for requests in flight. With `metrics_listen` set, binds that
+/// address too and serves `/metrics` there alone, with the same deadlines and shutdown.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let metrics = match state.settings.metrics_listen_addr() {
+        Ok(Some(addr)) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (key `metrics_listen`)"))?,
+        ),
+        Ok(None) => None,
+        Err(why) => anyhow::bail!("key `metrics_listen`: {why}"),
+    };
+    let sweeper = tokio::spawn(sweep_limits(state.clone()));
+    let shutdown = shutdown.shared();
+    let result = match metrics {
+        None => accept_loop(listener, state.clone(), routes(state), shutdown).await,
+        Some(metrics) => {
+            tracing::info!(
+                addr = %metrics.local_addr()?,
+                "metrics listening (key `metrics_listen`)"
+            );
+            let (main, metrics) = tokio::join!(
+                accept_loop(
+                    listener,
+                    state.clone(),
+                    routes(state.clone()),
+                    shutdown.clone()
+                ),
+                accept_loop(
+                    metrics,
+                    state.clone(),
+                    ops::metrics_listener_routes(state),
+                    shutdown
+                ),
+            );
+            main.and(metrics)
+        }
+    };
+    sweeper.abort();
+    result
+}
+
+/// Accepts connections on `listener` and serves `routes` through the [`edge`] until
+/// `shutdown` resolves, then waits up to `shutdown_grace_seconds` for requests in flight.
+async fn accept_loop(
+    listener: TcpListener,
+    state: AppState,
+    routes: BoxedFilter<(Response,)>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let settings = state.settings.clone();
-    let service = warp::service(routes(state.clone()));
+    let service = warp::service(routes);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let header_timeout = Duration::from_secs(settings.header_read_timeout_seconds);
     let deadlines = Deadlines {
@@ -60,7 +112,6 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     builder.http2().timer(TokioTimer::new());
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let sweeper = tokio::spawn(sweep_limits(state.clone()));
     let mut accept_warning = Throttled::default();
     let mut cap_warning = Throttled::default();
     tokio::pin!(shutdown);
@@ -121,7 +172,6 @@ pub async fn serve(
         }
     }
     drop(listener);
-    sweeper.abort();
     let grace = Duration::from_secs(settings.shutdown_grace_seconds);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

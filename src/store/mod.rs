@@ -267,11 +267,29 @@ pub enum NonceCheck {
     Replayed,
 }
 
+/// The connection pool at one moment (deadpool's `Status`), for the `/metrics` gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections the pool may open.
+    pub max_size: usize,
+    /// Connections open.
+    pub size: usize,
+    /// Open connections not in use.
+    pub available: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
 /// Every storage operation provisio performs.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// `"sqlite"` or `"postgres"`, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
+
+    /// The pool's connections right now (all zero for a store without a pool).
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus::default()
+    }
 
     /// Applies the embedded migrations not yet applied; returns their names.
     async fn migrate(&self) -> StoreResult<Vec<String>>;

@@ -447,6 +447,16 @@ impl Store for PostgresStore {
         "postgres"
     }
 
+    fn pool_status(&self) -> super::PoolStatus {
+        let s = self.pool.status();
+        super::PoolStatus {
+            max_size: s.max_size,
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+        }
+    }
+
     async fn migrate(&self) -> StoreResult<Vec<String>> {
         let mut client = self.client().await?;
         Ok(migrations::apply_postgres(&mut client).await?)

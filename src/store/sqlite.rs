@@ -347,6 +347,16 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn pool_status(&self) -> super::PoolStatus {
+        let s = self.pool.status();
+        super::PoolStatus {
+            max_size: s.max_size,
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+        }
+    }
+
     async fn migrate(&self) -> StoreResult<Vec<String>> {
         self.run(|c| Ok(migrations::apply_sqlite(c)?)).await
     }

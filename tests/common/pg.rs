@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-/// Where the test PostgreSQL lives unless `PROVISIO_TEST_DATABASE_URL` says otherwise.
+/// Where the test PostgreSQL lives unless `TEST_DATABASE_URL` says otherwise.
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Test schemas older than this are dropped by the next test that starts.
@@ -16,8 +16,7 @@ const STALE_AFTER_SECS: u64 = 3600;
 /// `None` when PostgreSQL is unreachable outside CI (the skip is printed); panics when it is
 /// unreachable and `CI` is set.
 pub async fn fresh_postgres_url() -> Option<String> {
-    let base =
-        std::env::var("PROVISIO_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
+    let base = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_string());
     let client = match connect(&base).await {
         Ok(client) => client,
         Err(e) => {

@@ -7,7 +7,7 @@
 //! root (PostgreSQL refuses to run as root), the files belong to the `postgres` user and the
 //! tools run through `runuser -u postgres --`; as any other user they run directly.
 //!
-//! The binaries come from `PROVISIO_TEST_PG_BIN`, else `/usr/lib/postgresql/15/bin`, else the
+//! The binaries come from `TEST_PG_BIN`, else `/usr/lib/postgresql/15/bin`, else the
 //! newest `/usr/lib/postgresql/*/bin`. Without them the test is skipped with a visible
 //! message, except in CI (`CI` set), where that is a failure.
 
@@ -65,8 +65,7 @@ impl PgCluster {
     /// Creates a cluster without starting it (see [`PgCluster::start_server`]).
     pub fn init(settings: &[&str]) -> Option<PgCluster> {
         let Some(bin) = find_bin() else {
-            let why =
-                "PostgreSQL server binaries (initdb, pg_ctl) not found; set PROVISIO_TEST_PG_BIN";
+            let why = "PostgreSQL server binaries (initdb, pg_ctl) not found; set TEST_PG_BIN";
             if std::env::var_os("CI").is_some() {
                 panic!("a private PostgreSQL cluster is required when CI is set: {why}");
             }
@@ -270,7 +269,7 @@ impl Drop for PgCluster {
 /// The directory holding `initdb` and `pg_ctl` (see the module doc).
 fn find_bin() -> Option<PathBuf> {
     let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(dir) = std::env::var_os("PROVISIO_TEST_PG_BIN").map(PathBuf::from) {
+    if let Some(dir) = std::env::var_os("TEST_PG_BIN").map(PathBuf::from) {
         return has_tools(&dir).then_some(dir);
     }
     let preferred = PathBuf::from("/usr/lib/postgresql/15/bin");
