@@ -108,6 +108,8 @@ contract_tests!(
     purge_deletes_only_what_no_answer_needs,
     purge_passes_from_several_instances_agree,
     upgrade_from_v1_keeps_every_token_answer,
+    change_version_follows_space_writes,
+    change_feed_notices_other_instances_and_reconnects,
 );
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -2221,4 +2223,129 @@ async fn upgrade_from_v1_keeps_every_token_answer(db: Db) {
             .unwrap(),
         None
     );
+}
+
+// ---- change feed --------------------------------------------------------------------------
+
+/// Every committed space write, through any store on the database, raises the `spaces`
+/// version; reads and failed writes leave it; an unknown topic is at 0.
+async fn change_version_follows_space_writes(db: Db) {
+    let store = db.migrated().await;
+    let other = db.migrated().await;
+    let v0 = store.change_version("spaces").await.unwrap();
+    assert_eq!(store.change_version("no-such-topic").await.unwrap(), 0);
+
+    store.create_space(&space("a.example")).await.unwrap();
+    let v1 = store.change_version("spaces").await.unwrap();
+    assert!(v1 > v0, "create: {v0} -> {v1}");
+    assert_eq!(other.change_version("spaces").await.unwrap(), v1);
+
+    store.list_spaces().await.unwrap();
+    store.space_by_host("prov.a.example").await.unwrap();
+    assert_conflict(other.create_space(&space("a.example")).await, "space");
+    assert_eq!(
+        store.change_version("spaces").await.unwrap(),
+        v1,
+        "reads and a failed write change nothing"
+    );
+
+    let mut changed = space("a.example");
+    changed.realm = "other-realm".into();
+    other.update_space(&changed).await.unwrap();
+    let v2 = store.change_version("spaces").await.unwrap();
+    assert!(v2 > v1, "update through another store: {v1} -> {v2}");
+
+    // Accounts are not part of the topic.
+    let id = account(&store, "ann", "a.example").await;
+    store.delete_account(id, T0).await.unwrap();
+    assert_eq!(store.change_version("spaces").await.unwrap(), v2);
+
+    assert!(store.delete_space("a.example").await.unwrap());
+    let v3 = store.change_version("spaces").await.unwrap();
+    assert!(v3 > v2, "delete: {v2} -> {v3}");
+}
+
+/// Waits (bounded) for the next notice that concerns `topic`.
+async fn next_notice(
+    feed: &mut tokio::sync::broadcast::Receiver<store::Change>,
+    topic: &str,
+) -> store::Change {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let change = feed.recv().await.expect("feed open");
+            if change.topic == topic {
+                return change;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {topic:?} notice within 10 s"))
+}
+
+/// SQLite has no feed. On PostgreSQL: a new feed first says "reload everything"; a space
+/// written through another store (another instance) is noticed with its version; writes in
+/// another schema of the same database are not; killing the listener's backend leads to a
+/// reconnect, a `*` notice, and notices again.
+async fn change_feed_notices_other_instances_and_reconnects(db: Db) {
+    let writer = db.migrated().await;
+    if writer.backend() == "sqlite" {
+        assert!(writer.change_feed().is_none());
+        return;
+    }
+    let listener = store::postgres::PostgresStore::connect(&db.url, 2)
+        .await
+        .expect("connect");
+    use store::Store as _;
+    let mut feed = listener.change_feed().expect("a PostgreSQL feed");
+    assert_eq!(
+        next_notice(&mut feed, "*").await,
+        store::Change::reload_all()
+    );
+    let mut second = listener.change_feed().expect("a second subscriber");
+
+    // Versions of the two schemas must differ for the filter to show.
+    let neighbour = Db::postgres().await.expect("PostgreSQL is up");
+    let neighbour = neighbour.migrated().await;
+    for domain in ["a.example", "b.example", "c.example"] {
+        writer.create_space(&space(domain)).await.unwrap();
+    }
+    let mut wanted = writer.change_version("spaces").await.unwrap();
+    neighbour.create_space(&space("n.example")).await.unwrap();
+    assert_ne!(neighbour.change_version("spaces").await.unwrap(), wanted);
+    // The three creates arrive in order, then nothing from the neighbour.
+    let mut seen = Vec::new();
+    while seen.last() != Some(&wanted) {
+        seen.push(next_notice(&mut feed, "spaces").await.version);
+    }
+    assert_eq!(seen.len(), 3, "one notice per write: {seen:?}");
+    let mut changed = space("a.example");
+    changed.realm = "changed".into();
+    writer.update_space(&changed).await.unwrap();
+    wanted = writer.change_version("spaces").await.unwrap();
+    assert_eq!(next_notice(&mut feed, "spaces").await.version, wanted);
+    let mut last = 0;
+    while last != wanted {
+        last = next_notice(&mut second, "spaces").await.version;
+    }
+
+    let pid = listener.change_feed_backend_pid().expect("listening");
+    let (admin, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let killed: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed);
+    assert_eq!(
+        next_notice(&mut feed, "*").await,
+        store::Change::reload_all()
+    );
+    let new_pid = listener.change_feed_backend_pid().expect("listening again");
+    assert_ne!(new_pid, pid);
+    writer.delete_space("b.example").await.unwrap();
+    wanted = writer.change_version("spaces").await.unwrap();
+    assert_eq!(next_notice(&mut feed, "spaces").await.version, wanted);
 }

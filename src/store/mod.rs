@@ -28,6 +28,7 @@ macro_rules! account_columns {
     };
 }
 
+pub mod changes;
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
@@ -255,6 +256,37 @@ impl PurgeCounts {
     }
 }
 
+/// A notice from the change feed ([`Store::change_feed`]): data of `topic` changed and its
+/// version is now `version`. Topic `"*"` with version -1 ([`Change::reload_all`]) means that
+/// notices may have been lost (the feed (re)connected): reload everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What changed: `"spaces"` (issue 11 adds hook scripts), or `"*"` for everything.
+    pub topic: String,
+    /// The topic's version after the change (as [`Store::change_version`] reads it); -1 for `*`.
+    pub version: i64,
+}
+
+impl Change {
+    /// The topic of every table whose rows the `spaces` snapshot holds.
+    pub const SPACES: &'static str = "spaces";
+    /// The topic meaning "anything may have changed".
+    pub const ALL: &'static str = "*";
+
+    /// The "reload everything" notice sent after every (re)connect of the feed.
+    pub fn reload_all() -> Change {
+        Change {
+            topic: Change::ALL.to_string(),
+            version: -1,
+        }
+    }
+
+    /// Whether a holder of `topic`'s data must reload on this notice.
+    pub fn concerns(&self, topic: &str) -> bool {
+        self.topic == topic || self.topic == Change::ALL
+    }
+}
+
 /// Outcome of checking a Digest response's opaque/nonce/nc against the stored challenge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
@@ -278,6 +310,24 @@ pub trait Store: Send + Sync {
 
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
+
+    // ---- change feed (src/store/changes.rs) -------------------------------------------------
+
+    /// Current version of a change topic (`"spaces"`; issue 11 adds hook scripts): cheap, one
+    /// indexed read, for the periodic coherence check. Every committed write of the topic's
+    /// rows, by any process, increases it (in the writer's transaction). 0 for a topic the
+    /// schema does not know. Read it *before* loading the data, so a change in between is
+    /// seen again at the next check rather than missed.
+    async fn change_version(&self, topic: &str) -> StoreResult<i64>;
+
+    /// Notices of changes made by any process (PostgreSQL LISTEN/NOTIFY on a dedicated
+    /// connection that reconnects with backoff; after every (re)connect a `Change { topic:
+    /// "*", version: -1 }` "reload everything" notice is sent). SQLite: `None` (the periodic
+    /// check covers other processes; this process refreshes in-process after its own writes).
+    /// The first call starts the listener (on the current tokio runtime; `None` outside one);
+    /// it stops when the store is dropped. A receiver that lags (`RecvError::Lagged`) must
+    /// reload, as for `*`.
+    fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
 
     // ---- spaces ---------------------------------------------------------------------------
 

@@ -8,11 +8,12 @@
 //!
 //! The code is kept statement for statement parallel to [`super::sqlite`].
 
+use super::changes::Listener;
 use super::migrations;
 use super::sqlite::apply_account_update;
 use super::{
-    AccountUpdate, ApiKeyRecord, AuthTokenState, ConsumeId, NewAccount, NewApiKey, NonceCheck,
-    PurgeCounts, PurgeRules, Store, StoreError, StoreResult, TokenState,
+    AccountUpdate, ApiKeyRecord, AuthTokenState, Change, ConsumeId, NewAccount, NewApiKey,
+    NonceCheck, PurgeCounts, PurgeRules, Store, StoreError, StoreResult, TokenState,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::{Context as _, anyhow};
@@ -45,6 +46,10 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct PostgresStore {
     /// Connections; statements are cached per connection.
     pool: Pool,
+    /// The pool's connection settings, for the change feed's own connection.
+    config: tokio_postgres::Config,
+    /// The change feed's listener, started by the first [`Store::change_feed`] call.
+    listener: std::sync::OnceLock<Listener>,
 }
 
 impl PostgresStore {
@@ -70,7 +75,7 @@ impl PostgresStore {
             config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -84,7 +89,11 @@ impl PostgresStore {
             .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .context("cannot build the PostgreSQL connection pool")?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            config,
+            listener: std::sync::OnceLock::new(),
+        };
         store
             .ping()
             .await
@@ -99,6 +108,12 @@ impl PostgresStore {
     /// dropped at its next checkout. Waiting for a connection is bounded by [`POOL_TIMEOUT`].
     async fn client(&self) -> StoreResult<Client> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Backend process id of the change feed's listening connection, `None` before the first
+    /// [`Store::change_feed`] call and while it reconnects: for diagnostics and fault tests.
+    pub fn change_feed_backend_pid(&self) -> Option<i32> {
+        self.listener.get().and_then(Listener::backend_pid)
     }
 }
 
@@ -457,6 +472,30 @@ impl Store for PostgresStore {
         let stmt = client.prepare_cached("SELECT 1").await?;
         client.query_one(&stmt, &[]).await?;
         Ok(())
+    }
+
+    // ---- change feed ----------------------------------------------------------------------
+
+    async fn change_version(&self, topic: &str) -> StoreResult<i64> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT COALESCE((SELECT version FROM changes WHERE topic = $1), 0)")
+            .await?;
+        Ok(client.query_one(&stmt, &[&topic]).await?.try_get(0)?)
+    }
+
+    fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        if let Some(listener) = self.listener.get() {
+            return Some(listener.subscribe());
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mut first = None;
+        let listener = self.listener.get_or_init(|| {
+            let (listener, receiver) = Listener::start(&runtime, self.config.clone());
+            first = Some(receiver);
+            listener
+        });
+        Some(first.unwrap_or_else(|| listener.subscribe()))
     }
 
     // ---- spaces ---------------------------------------------------------------------------

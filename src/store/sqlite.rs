@@ -11,8 +11,8 @@
 
 use super::migrations;
 use super::{
-    AccountUpdate, ApiKeyRecord, AuthTokenState, ConsumeId, NewAccount, NewApiKey, NonceCheck,
-    PurgeCounts, PurgeRules, Store, StoreError, StoreResult, TokenState,
+    AccountUpdate, ApiKeyRecord, AuthTokenState, Change, ConsumeId, NewAccount, NewApiKey,
+    NonceCheck, PurgeCounts, PurgeRules, Store, StoreError, StoreResult, TokenState,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::Context as _;
@@ -357,6 +357,23 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    // ---- change feed ----------------------------------------------------------------------
+
+    async fn change_version(&self, topic: &str) -> StoreResult<i64> {
+        let topic = topic.to_string();
+        self.run(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT COALESCE((SELECT version FROM changes WHERE topic = ?1), 0)",
+            )?
+            .query_row([topic], |row| row.get(0))?)
+        })
+        .await
+    }
+
+    fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
     }
 
     // ---- spaces ---------------------------------------------------------------------------
