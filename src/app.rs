@@ -60,6 +60,7 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
         hooks: Arc::new(hooks),
         limits: Arc::new(Limits::new(&settings.rate_limit)),
         proxies: Arc::new(proxies),
+        key_uses: Arc::new(crate::auth::usage::KeyUses::new()),
         settings: Arc::new(settings),
         metrics,
     })
@@ -91,9 +92,15 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
         .with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(crate::http::serve(listener, state, async move {
-        let _ = rx.await;
-    }));
+    let flusher = key_use_flusher(&state);
+    let task = tokio::spawn(async move {
+        let served = crate::http::serve(listener, state, async move {
+            let _ = rx.await;
+        })
+        .await;
+        flusher.stop().await;
+        served
+    });
     Ok(Running {
         addr,
         shutdown: Some(tx),
@@ -116,7 +123,11 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
     } else {
         None
     };
-    let _housekeeping = crate::housekeeping::spawn(state.store.clone(), state.settings.clone());
+    let _housekeeping = crate::housekeeping::spawn(
+        state.store.clone(),
+        state.settings.clone(),
+        state.key_uses.clone(),
+    );
     let addr = state.settings.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -124,7 +135,20 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, store = state.store.backend(), "provisio listening");
     on_ready(local);
-    crate::http::serve(listener, state, shutdown_signal()).await
+    let flusher = key_use_flusher(&state);
+    let served = crate::http::serve(listener, state, shutdown_signal()).await;
+    flusher.stop().await;
+    served
+}
+
+/// Starts writing the state's API-key uses every `api_key_flush_seconds`; stopping it writes
+/// the rest (after the requests in flight ended).
+fn key_use_flusher(state: &AppState) -> crate::auth::usage::Flusher {
+    crate::auth::usage::Flusher::start(
+        state.key_uses.clone(),
+        state.store.clone(),
+        std::time::Duration::from_secs(state.settings.api_key_flush_seconds),
+    )
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, logs both, and refuses to start when

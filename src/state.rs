@@ -1,5 +1,6 @@
 //! The handles every request needs, cheap to clone: no lock sits in the request path.
 
+use crate::auth::usage::KeyUses;
 use crate::config::Settings;
 use crate::hooks::Hooks;
 use crate::net::limit::Limits;
@@ -23,4 +24,6 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// `trusted_proxies`, parsed once.
     pub proxies: Arc<TrustedProxies>,
+    /// API-key uses not yet written (batched off the request path, see `crate::auth::usage`).
+    pub key_uses: Arc<KeyUses>,
 }

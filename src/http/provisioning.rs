@@ -90,8 +90,8 @@ async fn provisioning_auth_token(token: String, state: AppState, request: Reques
 async fn provisioning_me(state: AppState, request: RequestInfo) -> Response {
     let auth_state = state.clone();
     document(&state, &request, move |space, request| async move {
-        let account = auth::authenticate(&auth_state, &space, &request).await?;
-        Ok(Credential::Authenticated(Box::new(account)))
+        let bundle = auth::authenticate_bundle(&auth_state, &space, &request).await?;
+        Ok(Credential::Authenticated(Box::new(bundle)))
     })
     .await
 }

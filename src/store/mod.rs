@@ -28,11 +28,32 @@ macro_rules! account_columns {
     };
 }
 
+/// The columns of [`AccountBundle`] for PostgreSQL: the account `a` (as
+/// [`account_columns!`]), its dictionary and its passwords as parallel arrays, so a token, a
+/// key or an identity resolves to everything in one statement.
+macro_rules! pg_bundle_columns {
+    () => {
+        "a.id, a.username, a.domain, a.email, a.display_name, a.phone, a.activated, a.blocked, \
+         a.admin, a.dtmf_protocol, a.ip_address, a.user_agent, a.created_at, a.updated_at, \
+         ARRAY(SELECT d.key FROM account_dictionary d WHERE d.account_id = a.id ORDER BY d.key) \
+         AS dictionary_keys, \
+         ARRAY(SELECT d.value FROM account_dictionary d WHERE d.account_id = a.id ORDER BY d.key) \
+         AS dictionary_values, \
+         ARRAY(SELECT p.id FROM passwords p WHERE p.account_id = a.id ORDER BY p.id) \
+         AS password_ids, \
+         ARRAY(SELECT p.algorithm FROM passwords p WHERE p.account_id = a.id ORDER BY p.id) \
+         AS password_algorithms, \
+         ARRAY(SELECT p.ha1 FROM passwords p WHERE p.account_id = a.id ORDER BY p.id) \
+         AS password_ha1s"
+    };
+}
+
 pub mod changes;
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_file;
+pub mod writer;
 
 use crate::model::{Account, NewPassword, Password, Space};
 use async_trait::async_trait;
@@ -165,6 +186,49 @@ pub struct ApiKeyRecord {
     pub last_used_at: i64,
     /// Successful uses.
     pub requests: i64,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key may be used by a request from `ip` at `now`, when its latest use is
+    /// `last_use` (the stored [`ApiKeyRecord::last_used_at`], or a later use not yet written:
+    /// see `crate::auth::usage`): its IP binding, if any, must match, and it must not have been
+    /// idle for its lifetime (user keys: `user_key_ttl_minutes`, 0 = never; admin keys: their
+    /// own `expires_after_minutes`, 0 = never). It dies at the instant last use + lifetime.
+    pub fn accepts(
+        &self,
+        ip: Option<&str>,
+        last_use: i64,
+        now: i64,
+        user_key_ttl_minutes: i64,
+    ) -> bool {
+        if self.ip.as_deref().is_some_and(|bound| ip != Some(bound)) {
+            return false;
+        }
+        let lifetime = self.expires_after_minutes.unwrap_or(user_key_ttl_minutes);
+        lifetime == 0
+            || last_use.max(self.last_used_at) > now.saturating_sub(lifetime.saturating_mul(60_000))
+    }
+}
+
+/// Uses of one API key not yet written: the latest one and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiKeyUse {
+    /// The key's id.
+    pub id: i64,
+    /// Latest use (unix ms); the stored value only ever moves forward.
+    pub last_used_at: i64,
+    /// Uses to add to the key's count.
+    pub requests: i64,
+}
+
+/// An account with everything a document or an authentication needs about it, read in one
+/// round trip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountBundle {
+    /// The account, dictionary included.
+    pub account: Account,
+    /// Its stored passwords, by id.
+    pub passwords: Vec<Password>,
 }
 
 /// A new API key to store.
@@ -357,6 +421,12 @@ pub trait Store: Send + Sync {
         username: &str,
         domain: &str,
     ) -> StoreResult<Option<Account>>;
+    /// The account `username@domain` with its passwords, in one round trip (Digest).
+    async fn account_bundle_by_identity(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> StoreResult<Option<AccountBundle>>;
     /// A page of accounts (by id), optionally of one domain, and the total count.
     async fn list_accounts(
         &self,
@@ -395,6 +465,12 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<()>;
     /// Reads a token's state without changing it; `None` if unknown.
     async fn provisioning_token(&self, token_hash: &[u8]) -> StoreResult<Option<TokenState>>;
+    /// A token's state and its account with passwords, in one round trip, changing nothing;
+    /// `None` if unknown. The caller judges the state (used, current, expired).
+    async fn token_identity(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<(TokenState, AccountBundle)>>;
     /// In one transaction: marks the token used by `by`, but only if it is unused, current
     /// and not expired at `now`; activates its account; and, with `reset`, replaces the
     /// account's passwords. Returns the account id to exactly one caller, `None` to every
@@ -424,6 +500,13 @@ pub trait Store: Send + Sync {
         token_hash: &[u8],
         not_before: i64,
     ) -> StoreResult<Option<AuthTokenState>>;
+    /// An unspent auth token minted after `not_before` AND attached, with its account and
+    /// passwords, in one round trip; `None` if unknown, spent, older or not attached.
+    async fn auth_token_identity(
+        &self,
+        token_hash: &[u8],
+        not_before: i64,
+    ) -> StoreResult<Option<(AuthTokenState, AccountBundle)>>;
     /// Attaches a fresh (minted after `not_before`) unattached token to the account; false otherwise.
     async fn attach_auth_token(
         &self,
@@ -469,16 +552,40 @@ pub trait Store: Send + Sync {
     /// Stores a key; a user key (`expires_after_minutes = None`) replaces the account's previous
     /// user key. Returns its id.
     async fn create_api_key(&self, key: &NewApiKey, now: i64) -> StoreResult<i64>;
-    /// Accepts a key if it exists, its IP binding (if any) equals `ip`, and it has not expired
-    /// (user keys: unused for `user_key_ttl_minutes`, 0 = never; admin keys: their own
-    /// setting); then records the use. Returns the owner's id.
+    /// A key and its owner with passwords, in one round trip, writing nothing (the use is
+    /// recorded later, in a batch: [`Store::record_api_key_uses`]); `None` if unknown. The
+    /// caller judges it with [`ApiKeyRecord::accepts`].
+    async fn api_key_identity(
+        &self,
+        key_hash: &[u8],
+    ) -> StoreResult<Option<(ApiKeyRecord, AccountBundle)>>;
+    /// Adds a batch of uses in one write: each key's `last_used_at` becomes the later of the
+    /// stored and the given instant, its count grows by `requests`. Keys deleted meanwhile are
+    /// skipped.
+    async fn record_api_key_uses(&self, uses: &[ApiKeyUse]) -> StoreResult<()>;
+    /// Checks a key ([`ApiKeyRecord::accepts`]) and records the use at once, unbatched; returns
+    /// the owner's id. For tools and tests: the server batches uses (`crate::auth::usage`).
     async fn authenticate_api_key(
         &self,
         key_hash: &[u8],
         ip: Option<&str>,
         now: i64,
         user_key_ttl_minutes: i64,
-    ) -> StoreResult<Option<i64>>;
+    ) -> StoreResult<Option<i64>> {
+        let Some((key, _)) = self.api_key_identity(key_hash).await? else {
+            return Ok(None);
+        };
+        if !key.accepts(ip, key.last_used_at, now, user_key_ttl_minutes) {
+            return Ok(None);
+        }
+        self.record_api_key_uses(&[ApiKeyUse {
+            id: key.id,
+            last_used_at: now,
+            requests: 1,
+        }])
+        .await?;
+        Ok(Some(key.account_id))
+    }
     /// The account's keys, by id.
     async fn api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>>;
 
