@@ -5,6 +5,7 @@ use crate::config::Settings;
 use crate::hooks::Hooks;
 use crate::net::limit::Limits;
 use crate::net::proxy::TrustedProxies;
+use crate::spaces::Spaces;
 use crate::store::DynStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 pub struct AppState {
     /// The database.
     pub store: DynStore,
+    /// Every space, in memory, kept coherent with the store (see `crate::spaces`).
+    pub spaces: Arc<Spaces>,
     /// The live hook scripts (swapped atomically on reload).
     pub hooks: Arc<Hooks>,
     /// Start-up settings (restart-only).

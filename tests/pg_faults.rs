@@ -125,7 +125,7 @@ async fn tokens(store: &DynStore, ids: &[i64]) -> Vec<String> {
             for id in chunk {
                 let account = store.account(id).await.expect("read").expect("account");
                 out.push(
-                    app::mint_provisioning_token(&store, &account)
+                    provisio::tokens::mint_provisioning_token(store.as_ref(), &account)
                         .await
                         .expect("mint")
                         .token,

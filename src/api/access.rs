@@ -8,8 +8,7 @@
 use crate::auth;
 use crate::error::AppError;
 use crate::model::{Account, Space};
-use crate::pipeline::request::RequestInfo;
-use crate::pipeline::space;
+use crate::request::RequestInfo;
 use crate::state::AppState;
 
 /// FlexiAPI's message for a role refusal.
@@ -26,9 +25,10 @@ pub struct Admin {
     pub super_admin: bool,
 }
 
-/// The request's space (404 "Host not configured" when no space serves the Host).
+/// The request's space, from the snapshot (404 "Host not configured" when no space serves
+/// the Host).
 pub async fn request_space(state: &AppState, request: &RequestInfo) -> Result<Space, AppError> {
-    space::resolve(state.store.as_ref(), &request.host).await
+    Ok(state.spaces.for_host(&request.host).await?.space.clone())
 }
 
 /// An authenticated user (API key or Digest) and the request's space.
@@ -47,17 +47,17 @@ pub async fn admin(state: &AppState, request: &RequestInfo) -> Result<Admin, App
         return Err(AppError::Forbidden(UNAUTHORIZED_AREA.to_string()));
     }
     let own = state
-        .store
-        .space_by_domain(&account.domain)
-        .await?
+        .spaces
+        .by_domain(&account.domain)
         .ok_or_else(|| AppError::Forbidden(UNAUTHORIZED_AREA.to_string()))?;
-    if !own.super_space && own.domain != space.domain {
+    let super_admin = own.space.super_space;
+    if !super_admin && own.space.domain != space.domain {
         return Err(AppError::Forbidden(UNAUTHORIZED_AREA.to_string()));
     }
     Ok(Admin {
         account,
         space,
-        super_admin: own.super_space,
+        super_admin,
     })
 }
 

@@ -6,14 +6,14 @@ use crate::api::access;
 use crate::api::input::Input;
 use crate::api::validate::{Errors, limits};
 use crate::api::{ApiReply, ApiResult, json, validate};
-use crate::app::{MintedToken, mint_provisioning_token};
 use crate::error::AppError;
 use crate::lpconfig::is_forbidden_char;
 use crate::model::{Account, Algorithm, Space, now_ms};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 use crate::secret::{ct_eq, ha1, hash_password};
 use crate::state::AppState;
 use crate::store::{AccountUpdate, NewAccount, StoreError};
+use crate::tokens::{self, MintedToken};
 use serde_json::{Value, json};
 
 /// Laravel's page size for FlexiAPI's account list.
@@ -66,9 +66,14 @@ pub async fn account_json(
     Ok(json::account(account, &passwords, minted))
 }
 
-/// Mints a provisioning token for the account (the previous one stops working).
+/// Mints a provisioning token for the account (the previous one stops working), with its
+/// space's token lifetime (from the snapshot; from the store for a space created elsewhere
+/// a moment ago).
 pub async fn mint(state: &AppState, account: &Account) -> Result<MintedToken, AppError> {
-    mint_provisioning_token(&state.store, account)
+    if let Some(space) = state.spaces.by_domain(&account.domain) {
+        return Ok(tokens::mint(state.store.as_ref(), &space.space, account).await?);
+    }
+    tokens::mint_provisioning_token(state.store.as_ref(), account)
         .await
         .map_err(|e| AppError::Internal(format!("minting a provisioning token: {e:#}")))
 }
@@ -94,8 +99,8 @@ pub async fn create(state: &AppState, request: &RequestInfo, body: Value) -> Api
 
     // Only a super admin chooses the space; FlexiAPI ignores `domain` for everyone else.
     let space = match domain.filter(|d| admin.super_admin && *d != admin.space.domain) {
-        Some(d) => match state.store.space_by_domain(&d).await? {
-            Some(s) => s,
+        Some(d) => match state.spaces.by_domain(&d) {
+            Some(s) => s.space.clone(),
             None => {
                 input.error("domain", "The selected domain is invalid.");
                 admin.space.clone()
@@ -359,9 +364,9 @@ pub async fn me_delete(state: &AppState, request: &RequestInfo) -> ApiResult {
 pub async fn me_password(state: &AppState, request: &RequestInfo, body: Value) -> ApiResult {
     let (account, _) = access::user(state, request).await?;
     let space = state
-        .store
-        .space_by_domain(&account.domain)
-        .await?
+        .spaces
+        .by_domain(&account.domain)
+        .map(|s| s.space.clone())
         .ok_or_else(|| {
             AppError::Internal(format!(
                 "space {} of account {} is missing",

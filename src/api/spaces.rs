@@ -11,7 +11,8 @@ use crate::api::input::Input;
 use crate::api::{ApiReply, ApiResult, json, validate};
 use crate::error::AppError;
 use crate::model::{Algorithm, HeaderMode, HookFailure, Space};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
+use crate::spaces::Reason;
 use crate::state::AppState;
 use crate::store::StoreError;
 use serde_json::Value;
@@ -22,25 +23,37 @@ fn space_not_found(domain: &str) -> AppError {
     AppError::NotFound(format!("No query results for model [App\\Space] {domain}"))
 }
 
-/// `GET /api/spaces` (super admin) — every space, by domain.
+/// `GET /api/spaces` (super admin) — every space, by domain, from the snapshot.
 pub async fn list(state: &AppState, request: &RequestInfo) -> ApiResult {
     access::super_admin(state, request).await?;
-    let spaces = state.store.list_spaces().await?;
+    let spaces = state.spaces.snapshot();
     Ok(ApiReply::json(
         200,
-        Value::Array(spaces.iter().map(json::space).collect()),
+        Value::Array(
+            spaces
+                .list()
+                .iter()
+                .map(|s| json::space(&s.space))
+                .collect(),
+        ),
     ))
 }
 
-/// `GET /api/spaces/{domain}` (super admin).
+/// `GET /api/spaces/{domain}` (super admin), from the snapshot.
 pub async fn show(state: &AppState, request: &RequestInfo, domain: &str) -> ApiResult {
     access::super_admin(state, request).await?;
     let space = state
-        .store
-        .space_by_domain(domain)
-        .await?
+        .spaces
+        .by_domain(domain)
         .ok_or_else(|| space_not_found(domain))?;
-    Ok(ApiReply::json(200, json::space(&space)))
+    Ok(ApiReply::json(200, json::space(&space.space)))
+}
+
+/// After a write: this instance serves the change from its next request on (other
+/// instances within `cache_max_staleness_seconds`). A failed refresh is logged and retried by
+/// the periodic check; the write itself stands.
+async fn written(state: &AppState) {
+    let _ = state.spaces.refresh(Reason::Write).await;
 }
 
 /// `POST /api/spaces` (super admin) — `domain` is required; `host` and `name` default to it,
@@ -57,6 +70,7 @@ pub async fn create(state: &AppState, request: &RequestInfo, body: Value) -> Api
     input.merge(validate::space(&space));
     input.finish()?;
     let created = state.store.create_space(&space).await.map_err(conflict)?;
+    written(state).await;
     tracing::info!(domain = %created.domain, "space created");
     Ok(ApiReply::json(201, json::space(&created)))
 }
@@ -69,6 +83,8 @@ pub async fn update(
     body: Value,
 ) -> ApiResult {
     access::super_admin(state, request).await?;
+    // Read-modify-write: the store's copy, not the snapshot's, which may trail a change made
+    // elsewhere.
     let current = state
         .store
         .space_by_domain(domain)
@@ -104,6 +120,7 @@ pub async fn update(
             StoreError::NotFound => space_not_found(domain),
             e => conflict(e),
         })?;
+    written(state).await;
     tracing::info!(domain = %updated.domain, "space updated");
     Ok(ApiReply::json(200, json::space(&updated)))
 }
@@ -120,6 +137,7 @@ pub async fn delete(state: &AppState, request: &RequestInfo, domain: &str) -> Ap
     if !state.store.delete_space(domain).await? {
         return Err(space_not_found(domain));
     }
+    written(state).await;
     tracing::info!(domain, "space deleted");
     Ok(ApiReply::empty(200))
 }

@@ -19,7 +19,7 @@
 
 use crate::error::AppError;
 use crate::model::{Algorithm, Space, now_ms};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 use crate::secret::{ct_eq, digest_hex, fingerprint, hash_secret, new_hex};
 use crate::state::AppState;
 use crate::store::{AccountBundle, NonceCheck};
@@ -266,10 +266,9 @@ async fn subject(state: &AppState, space: &Space, who: &SipIdentity) -> Result<S
         && !bundle.passwords.is_empty()
     {
         let realm = state
-            .store
-            .space_by_domain(&bundle.account.domain)
-            .await?
-            .map_or_else(|| bundle.account.domain.clone(), |s| s.realm);
+            .spaces
+            .by_domain(&bundle.account.domain)
+            .map_or_else(|| bundle.account.domain.clone(), |s| s.space.realm.clone());
         let mut credentials: Vec<(Algorithm, String)> = bundle
             .passwords
             .iter()
@@ -286,10 +285,9 @@ async fn subject(state: &AppState, space: &Space, who: &SipIdentity) -> Result<S
         });
     }
     let decoy_space = state
-        .store
-        .space_by_domain(&who.domain)
-        .await?
-        .unwrap_or_else(|| space.clone());
+        .spaces
+        .by_domain(&who.domain)
+        .map_or_else(|| space.clone(), |s| s.space.clone());
     let algorithm = decoy_space.password_algorithm;
     let ha1_len = match algorithm {
         Algorithm::Md5 => 16,

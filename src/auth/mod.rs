@@ -13,7 +13,7 @@ pub mod usage;
 
 use crate::error::AppError;
 use crate::model::{Account, Space, now_ms};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 use crate::secret::{fingerprint, hash_secret};
 use crate::state::AppState;
 use crate::store::AccountBundle;

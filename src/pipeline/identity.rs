@@ -4,11 +4,13 @@
 //! request burns no token). Errors: 404 for an unknown, used or superseded token, 410 for an
 //! expired one, 403 for a blocked account.
 
+use crate::document::PreparedSpace;
 use crate::error::AppError;
-use crate::model::{Account, Password, Space};
+use crate::model::{Account, Password};
 use crate::secret::{fingerprint, hash_secret};
 use crate::state::AppState;
 use crate::store::{AccountBundle, TokenState};
+use std::sync::Arc;
 
 /// What the request presents.
 #[derive(Debug, Clone)]
@@ -39,8 +41,8 @@ impl Credential {
 pub struct Identity {
     /// The account, if any.
     pub account: Option<Account>,
-    /// The account's own space (realm, algorithm, ui flags).
-    pub account_space: Option<Space>,
+    /// The account's own space (realm, algorithm, ui flags), from the snapshot.
+    pub account_space: Option<Arc<PreparedSpace>>,
     /// The account's stored passwords.
     pub passwords: Vec<Password>,
 }
@@ -77,7 +79,7 @@ pub async fn resolve(
     if account.blocked {
         return Err(AppError::Forbidden("Account blocked".to_string()));
     }
-    let account_space = state.store.space_by_domain(&account.domain).await?;
+    let account_space = state.spaces.by_domain(&account.domain);
     Ok(Identity {
         account: Some(account),
         account_space,
