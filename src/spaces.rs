@@ -325,8 +325,7 @@ async fn keep_fresh(
                     let _ = spaces.reload(Reason::Reconnect).await;
                 }
                 Ok(change) if change.concerns(Change::SPACES) => {
-                    // Our own writes were loaded already; other databases on the same server
-                    // share the channel, so the version is checked before reloading.
+                    // A notice of this instance's own write finds that write loaded already.
                     if change.version != spaces.current.load().version {
                         let _ = spaces.refresh(Reason::Notice).await;
                     }
