@@ -378,4 +378,96 @@ mod tests {
         assert_eq!(two.version(), 2);
         assert!(Snapshot::default().for_host("x").is_none());
     }
+
+    /// A real SQLite store, written behind the snapshot's back as another process would.
+    async fn store(dir: &tempfile::TempDir) -> DynStore {
+        let store = crate::store::open(&dir.path().join("s.sqlite3").display().to_string(), 2)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn refresh_reloads_only_a_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store
+            .create_space(&Space::new("a.example", "a.example"))
+            .await
+            .unwrap();
+        store
+            .create_space(&Space::new("b.example", "b.example"))
+            .await
+            .unwrap();
+        let spaces = Spaces::load(store.clone(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let first = spaces.snapshot();
+        assert_eq!(first.list().len(), 2);
+        assert!(
+            !spaces.refresh(Reason::Check).await.unwrap(),
+            "nothing changed"
+        );
+        assert!(
+            Arc::ptr_eq(&first, &spaces.snapshot()),
+            "the same snapshot stays"
+        );
+
+        let mut b = store.space_by_domain("b.example").await.unwrap().unwrap();
+        b.custom_entries = Some("[x]\ny=1\n".into());
+        store.update_space(&b).await.unwrap();
+        assert!(
+            spaces
+                .by_domain("b.example")
+                .unwrap()
+                .space
+                .custom_entries
+                .is_none()
+        );
+        assert!(spaces.refresh(Reason::Write).await.unwrap());
+        let now = spaces.by_domain("b.example").unwrap();
+        assert_eq!(now.space.custom_entries.as_deref(), Some("[x]\ny=1\n"));
+        assert!(spaces.snapshot().version() > first.version());
+
+        // A forced reload loads whatever the version says.
+        let before = spaces.snapshot();
+        spaces.reload(Reason::Reconnect).await.unwrap();
+        assert!(!Arc::ptr_eq(&before, &spaces.snapshot()));
+        assert_eq!(spaces.snapshot().version(), before.version());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_checks_the_store_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store
+            .create_space(&Space::new("a.example", "a.example"))
+            .await
+            .unwrap();
+        store
+            .create_space(&Space::new("b.example", "b.example"))
+            .await
+            .unwrap();
+        let spaces = Spaces::load(store.clone(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            spaces.for_host("c.example").await.unwrap_err().status(),
+            404
+        );
+        store
+            .create_space(&Space::new("c.example", "c.example"))
+            .await
+            .unwrap();
+        // Created elsewhere a moment ago: served on the first request, no waiting.
+        assert_eq!(
+            spaces.for_host("c.example").await.unwrap().space.domain,
+            "c.example"
+        );
+        assert_eq!(
+            spaces.for_host("a.example").await.unwrap().space.domain,
+            "a.example"
+        );
+    }
 }

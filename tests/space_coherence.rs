@@ -220,7 +220,10 @@ async fn the_cli_writing_sqlite_while_a_server_runs_is_served_within_the_bound()
         .expect("request");
     assert_eq!(r.status(), 200);
     assert!(
-        r.text().await.expect("body").contains(r#"<section name="one">"#),
+        r.text()
+            .await
+            .expect("body")
+            .contains(r#"<section name="one">"#),
         "a single space answers every host"
     );
 
@@ -231,13 +234,7 @@ async fn the_cli_writing_sqlite_while_a_server_runs_is_served_within_the_bound()
         provisio_cli(
             &database,
             &dir,
-            &[
-                "space",
-                "add",
-                "two.example",
-                "--custom-entries",
-                "two.ini",
-            ],
+            &["space", "add", "two.example", "--custom-entries", "two.ini"],
         )
     })
     .await
