@@ -1,5 +1,9 @@
 //! Roles (reference §5.1): who may call which route, decided in one place.
 //!
+//! The management API reads spaces from the store, as its writes need and as an operator
+//! expects right after `provisio space …` or another instance's API; only the request's space
+//! (Host → space) comes from the in-memory snapshot, as for documents.
+//!
 //! * **user** — any authenticated account (API key or Digest), on any host;
 //! * **admin** — `admin = true`, by API key only, on its own space's host (another host: 403);
 //!   its account lookups are scoped to that space (another space's id: 404);
@@ -46,12 +50,15 @@ pub async fn admin(state: &AppState, request: &RequestInfo) -> Result<Admin, App
     if !account.admin {
         return Err(AppError::Forbidden(UNAUTHORIZED_AREA.to_string()));
     }
+    // The store's copy, not the snapshot's: a role granted or withdrawn (`provisio admin add
+    // --super`, another instance's API) applies from the next call on.
     let own = state
-        .spaces
-        .by_domain(&account.domain)
+        .store
+        .space_by_domain(&account.domain)
+        .await?
         .ok_or_else(|| AppError::Forbidden(UNAUTHORIZED_AREA.to_string()))?;
-    let super_admin = own.space.super_space;
-    if !super_admin && own.space.domain != space.domain {
+    let super_admin = own.super_space;
+    if !super_admin && own.domain != space.domain {
         return Err(AppError::Forbidden(UNAUTHORIZED_AREA.to_string()));
     }
     Ok(Admin {

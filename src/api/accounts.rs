@@ -67,12 +67,8 @@ pub async fn account_json(
 }
 
 /// Mints a provisioning token for the account (the previous one stops working), with its
-/// space's token lifetime (from the snapshot; from the store for a space created elsewhere
-/// a moment ago).
+/// space's token lifetime.
 pub async fn mint(state: &AppState, account: &Account) -> Result<MintedToken, AppError> {
-    if let Some(space) = state.spaces.by_domain(&account.domain) {
-        return Ok(tokens::mint(state.store.as_ref(), &space.space, account).await?);
-    }
     tokens::mint_provisioning_token(state.store.as_ref(), account)
         .await
         .map_err(|e| AppError::Internal(format!("minting a provisioning token: {e:#}")))
@@ -99,8 +95,8 @@ pub async fn create(state: &AppState, request: &RequestInfo, body: Value) -> Api
 
     // Only a super admin chooses the space; FlexiAPI ignores `domain` for everyone else.
     let space = match domain.filter(|d| admin.super_admin && *d != admin.space.domain) {
-        Some(d) => match state.spaces.by_domain(&d) {
-            Some(s) => s.space.clone(),
+        Some(d) => match state.store.space_by_domain(&d).await? {
+            Some(s) => s,
             None => {
                 input.error("domain", "The selected domain is invalid.");
                 admin.space.clone()
@@ -364,9 +360,9 @@ pub async fn me_delete(state: &AppState, request: &RequestInfo) -> ApiResult {
 pub async fn me_password(state: &AppState, request: &RequestInfo, body: Value) -> ApiResult {
     let (account, _) = access::user(state, request).await?;
     let space = state
-        .spaces
-        .by_domain(&account.domain)
-        .map(|s| s.space.clone())
+        .store
+        .space_by_domain(&account.domain)
+        .await?
         .ok_or_else(|| {
             AppError::Internal(format!(
                 "space {} of account {} is missing",

@@ -23,30 +23,25 @@ fn space_not_found(domain: &str) -> AppError {
     AppError::NotFound(format!("No query results for model [App\\Space] {domain}"))
 }
 
-/// `GET /api/spaces` (super admin) — every space, by domain, from the snapshot.
+/// `GET /api/spaces` (super admin) — every space, by domain, as stored.
 pub async fn list(state: &AppState, request: &RequestInfo) -> ApiResult {
     access::super_admin(state, request).await?;
-    let spaces = state.spaces.snapshot();
+    let spaces = state.store.list_spaces().await?;
     Ok(ApiReply::json(
         200,
-        Value::Array(
-            spaces
-                .list()
-                .iter()
-                .map(|s| json::space(&s.space))
-                .collect(),
-        ),
+        Value::Array(spaces.iter().map(json::space).collect()),
     ))
 }
 
-/// `GET /api/spaces/{domain}` (super admin), from the snapshot.
+/// `GET /api/spaces/{domain}` (super admin), as stored.
 pub async fn show(state: &AppState, request: &RequestInfo, domain: &str) -> ApiResult {
     access::super_admin(state, request).await?;
     let space = state
-        .spaces
-        .by_domain(domain)
+        .store
+        .space_by_domain(domain)
+        .await?
         .ok_or_else(|| space_not_found(domain))?;
-    Ok(ApiReply::json(200, json::space(&space.space)))
+    Ok(ApiReply::json(200, json::space(&space)))
 }
 
 /// After a write: this instance serves the change from its next request on (other
@@ -83,8 +78,6 @@ pub async fn update(
     body: Value,
 ) -> ApiResult {
     access::super_admin(state, request).await?;
-    // Read-modify-write: the store's copy, not the snapshot's, which may trail a change made
-    // elsewhere.
     let current = state
         .store
         .space_by_domain(domain)
