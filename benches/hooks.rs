@@ -8,9 +8,9 @@
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use provisio::config::HookSettings;
+use provisio::document::assemble::assemble_spaces as assemble;
 use provisio::hooks::tools::Fixture;
 use provisio::hooks::{HookContext, Hooks};
-use provisio::pipeline::assemble::assemble;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 

@@ -1,17 +1,19 @@
-//! Start-up wiring: settings → store (migrations applied before the listener binds) → hooks →
-//! HTTP server, plus the operator actions the CLI and tests share.
+//! Start-up wiring: settings → store (migrations applied before the listener binds) → space
+//! snapshot → hooks → HTTP server, and the background tasks that live as long as the server
+//! (space coherence, API-key use batches, housekeeping, hot reload).
 
 use crate::config::Settings;
 use crate::hooks::Hooks;
-use crate::model::{Account, Space, now_ms};
+use crate::model::Space;
 use crate::net::limit::Limits;
 use crate::net::proxy::TrustedProxies;
-use crate::secret::{hash_secret, new_token};
+use crate::spaces::{KeepFresh, Spaces};
 use crate::state::AppState;
 use crate::store::{self, DynStore};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Opens the configured store and applies pending migrations.
@@ -40,10 +42,16 @@ fn backend_name(url: &str) -> &'static str {
     }
 }
 
-/// Builds the shared state: store (migrated) and hooks (compiled). `metrics` installs the
-/// Prometheus recorder (once per process).
+/// Builds the shared state: store (migrated), space snapshot (loaded) and hooks (compiled).
+/// `metrics` installs the Prometheus recorder (once per process).
 pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<AppState> {
     let store = open_store(&settings).await?;
+    let spaces = Spaces::load(
+        store.clone(),
+        Duration::from_secs(settings.cache_max_staleness_seconds),
+    )
+    .await
+    .context("loading the spaces")?;
     let hooks = Hooks::load(&settings.hooks).context("loading hook scripts")?;
     let metrics = if metrics {
         crate::telemetry::install_metrics()
@@ -56,9 +64,11 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
         .map_err(|why| anyhow::anyhow!("key `trusted_proxies`: {why}"))?;
     Ok(AppState {
         store,
+        spaces: Arc::new(spaces),
         hooks: Arc::new(hooks),
         limits: Arc::new(Limits::new(&settings.rate_limit)),
         proxies: Arc::new(proxies),
+        key_uses: Arc::new(crate::auth::usage::KeyUses::new()),
         settings: Arc::new(settings),
         metrics,
     })
@@ -90,9 +100,17 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
         .with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(crate::http::serve(listener, state, async move {
-        let _ = rx.await;
-    }));
+    let flusher = key_use_flusher(&state);
+    let fresh = state.spaces.keep_fresh();
+    let task = tokio::spawn(async move {
+        let served = crate::http::serve(listener, state, async move {
+            let _ = rx.await;
+        })
+        .await;
+        drop::<KeepFresh>(fresh);
+        flusher.stop().await;
+        served
+    });
     Ok(Running {
         addr,
         shutdown: Some(tx),
@@ -115,7 +133,11 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
     } else {
         None
     };
-    let _housekeeping = crate::housekeeping::spawn(state.store.clone(), state.settings.clone());
+    let _housekeeping = crate::housekeeping::spawn(
+        state.store.clone(),
+        state.settings.clone(),
+        state.key_uses.clone(),
+    );
     let addr = state.settings.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -123,7 +145,21 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, store = state.store.backend(), "provisio listening");
     on_ready(local);
-    crate::http::serve(listener, state, shutdown_signal()).await
+    let flusher = key_use_flusher(&state);
+    let _fresh = state.spaces.keep_fresh();
+    let served = crate::http::serve(listener, state, shutdown_signal()).await;
+    flusher.stop().await;
+    served
+}
+
+/// Starts writing the state's API-key uses every `api_key_flush_seconds`; stopping it writes
+/// the rest (after the requests in flight ended).
+fn key_use_flusher(state: &AppState) -> crate::auth::usage::Flusher {
+    crate::auth::usage::Flusher::start(
+        state.key_uses.clone(),
+        state.store.clone(),
+        std::time::Duration::from_secs(state.settings.api_key_flush_seconds),
+    )
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, logs both, and refuses to start when
@@ -169,36 +205,6 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
     tracing::info!("shutting down");
-}
-
-/// A freshly minted provisioning token: the clear value exists only here.
-#[derive(Debug, Clone)]
-pub struct MintedToken {
-    /// The clear token (shown once).
-    pub token: String,
-    /// Expiry, unix ms, when the space's tokens expire.
-    pub expires_at: Option<i64>,
-}
-
-/// Mints a provisioning token for an account; it becomes the account's only live token.
-pub async fn mint_provisioning_token(
-    store: &DynStore,
-    account: &Account,
-) -> anyhow::Result<MintedToken> {
-    let space = store
-        .space_by_domain(&account.domain)
-        .await?
-        .with_context(|| format!("space {} not found", account.domain))?;
-    let now = now_ms();
-    // The lifetime is range-checked at input; saturating arithmetic keeps a value stored
-    // before that check (or edited by hand) from wrapping into a token born expired.
-    let expires_at = (space.token_lifetime_minutes > 0)
-        .then(|| now.saturating_add(space.token_lifetime_minutes.saturating_mul(60_000)));
-    let token = new_token();
-    store
-        .create_provisioning_token(account.id, &hash_secret(&token), now, expires_at)
-        .await?;
-    Ok(MintedToken { token, expires_at })
 }
 
 /// The base URL links are built on outside a request: the space's, the server's, else the

@@ -3,13 +3,16 @@
 
 use crate::app;
 use crate::config::{HooksOverride, Overrides, Settings};
-use crate::hooks::{HookContext, Hooks};
+use crate::document::{self, RenderInput};
+use crate::error::AppError;
+use crate::hooks::Hooks;
 use crate::lpconfig::ini;
 use crate::model::{Algorithm, HeaderMode, HookFailure, Space, iso_time, now_ms};
-use crate::pipeline::request::{RequestInfo, RouteKind};
-use crate::pipeline::{assemble, finish};
+use crate::request::{RequestInfo, RouteKind};
 use crate::secret::{hash_password, new_password};
+use crate::spaces::{Reason, Snapshot};
 use crate::store::NewAccount;
+use crate::tokens;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -400,7 +403,9 @@ pub const DEMO_USER: &str = crate::demo::DEMO_USER;
 async fn serve(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     let state = app::build_state(settings, true).await?;
     let announce = if demo {
-        Some(crate::demo::prepare(&state.store, &state.settings).await?)
+        let token = crate::demo::prepare(&state.store, &state.settings).await?;
+        state.spaces.refresh(Reason::Write).await?;
+        Some(token)
     } else {
         None
     };
@@ -664,7 +669,7 @@ async fn token_command(
         .space_by_domain(&domain)
         .await?
         .with_context(|| format!("no space {domain}"))?;
-    let minted = app::mint_provisioning_token(&store, &account).await?;
+    let minted = tokens::mint(store.as_ref(), &space, &account).await?;
     let base = app::public_base(settings, &space);
     let mut url = format!("{base}/provisioning/{}", minted.token);
     if reset_password {
@@ -701,12 +706,12 @@ async fn render_command(settings: &Settings, args: RenderArgs) -> anyhow::Result
         "anonymous" => RouteKind::Anonymous,
         other => bail!("unknown route {other:?} (token, me, auth_token, anonymous)"),
     };
-    let account = match (&args.identity, args.anonymous) {
+    let bundle = match (&args.identity, args.anonymous) {
         (Some(identity), false) => {
             let (username, domain) = split_identity(identity)?;
             Some(
                 store
-                    .account_by_identity(&username, &domain)
+                    .account_bundle_by_identity(&username, &domain)
                     .await?
                     .with_context(|| format!("no account {identity}"))?,
             )
@@ -714,38 +719,35 @@ async fn render_command(settings: &Settings, args: RenderArgs) -> anyhow::Result
         (None, true) => None,
         _ => bail!("give either an account (user@domain) or --anonymous"),
     };
-    let account_space = match &account {
-        Some(a) => store.space_by_domain(&a.domain).await?,
-        None => None,
-    };
+    // The server's own space resolution, on a snapshot loaded for this one render.
+    let spaces = Snapshot::load(store.as_ref()).await?;
+    let account_space = bundle
+        .as_ref()
+        .and_then(|b| spaces.by_domain(&b.account.domain).cloned());
     let host = match (&args.host, &account_space) {
         (Some(h), _) => h.clone(),
-        (None, Some(s)) => s.host.clone(),
+        (None, Some(s)) => s.space.host.clone(),
         (None, None) => bail!("--anonymous needs --host to select a space"),
     };
-    let space = crate::pipeline::space::resolve(store.as_ref(), &host).await?;
+    let space = spaces
+        .for_host(&host)
+        .cloned()
+        .ok_or_else(|| AppError::NotFound("Host not configured".to_string()))?;
     let mut request = RequestInfo::synthetic(&host, "/provisioning", route);
     request.query = parse_pairs(&args.query, '=', "--query")?;
     request.headers = parse_pairs(&args.header, ':', "--header")?
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let passwords = match &account {
-        Some(a) => store.passwords(a.id).await?,
-        None => Vec::new(),
-    };
-    let assembled =
-        assemble::assemble(&space, account_space.as_ref(), account.as_ref(), &passwords)?;
-    let ctx = HookContext {
-        space: space.clone(),
+    let (account, passwords) =
+        bundle.map_or((None, Vec::new()), |b| (Some(b.account), b.passwords));
+    let input = RenderInput {
+        space,
         account_space,
-        request,
         account,
-        proxy_section: assembled.proxy_section,
-        auth_info_sections: assembled.auth_info_sections,
+        passwords,
+        request,
     };
-    let mut config = assembled.config;
-    hooks.run(&ctx, &mut config)?;
-    println!("{}", finish::finish(config, &space)?);
+    println!("{}", document::render(input, &hooks)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -38,6 +38,13 @@ pub struct Settings {
     pub auth_token_ttl_minutes: i64,
     /// Minutes a user API key survives without use (0 = forever); FlexiAPI's default is 60.
     pub api_key_ttl_minutes: i64,
+    /// Seconds between writes of API-key use records (last use, count), batched so that
+    /// authenticating by key writes nothing; expiry is exact to within this (1 to 30).
+    pub api_key_flush_seconds: u64,
+    /// Longest time a space changed elsewhere (another instance, the CLI) may still be served
+    /// as it was: the in-memory space snapshot checks the store's version every half of it, as
+    /// the backstop for lost change notices (1 to 3600).
+    pub cache_max_staleness_seconds: u64,
     /// Seconds a Digest challenge (nonce/opaque) stays answerable.
     pub digest_nonce_ttl_seconds: i64,
     /// Fewest characters a SIP password set through the API or CLI may have (FlexiAPI: 3).
@@ -168,6 +175,8 @@ impl Default for Settings {
             public_url: String::new(),
             auth_token_ttl_minutes: 5,
             api_key_ttl_minutes: 60,
+            api_key_flush_seconds: 1,
+            cache_max_staleness_seconds: 2,
             digest_nonce_ttl_seconds: 300,
             min_password_length: 8,
             header_read_timeout_seconds: 10,
@@ -257,7 +266,7 @@ impl Settings {
         // Every number has a documented range (README, configuration table), so no arithmetic
         // on a configured number (`now ± ttl × 60 000`, pool sizes, sandbox limits) can
         // overflow or mean "unlimited" by accident.
-        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 23] = [
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 25] = [
             ("pool_size", self.pool_size as u64, 1..=1_024),
             (
                 "auth_token_ttl_minutes",
@@ -351,6 +360,14 @@ impl Settings {
                 "housekeeping_interval_seconds",
                 self.housekeeping_interval_seconds,
                 0..=86_400,
+            ),
+            // Below housekeeping's expiry grace (60 s), so a pass never deletes a key whose
+            // latest use another instance has not written yet.
+            ("api_key_flush_seconds", self.api_key_flush_seconds, 1..=30),
+            (
+                "cache_max_staleness_seconds",
+                self.cache_max_staleness_seconds,
+                1..=3_600,
             ),
             (
                 "token_retention_days",
@@ -588,6 +605,16 @@ mod tests {
                 "`auth_token_ttl_minutes`",
             ),
             ("api_key_ttl_minutes = -1", "`api_key_ttl_minutes`"),
+            ("api_key_flush_seconds = 0", "`api_key_flush_seconds`"),
+            ("api_key_flush_seconds = 31", "`api_key_flush_seconds`"),
+            (
+                "cache_max_staleness_seconds = 0",
+                "`cache_max_staleness_seconds`",
+            ),
+            (
+                "cache_max_staleness_seconds = 3601",
+                "`cache_max_staleness_seconds`",
+            ),
             (
                 "digest_nonce_ttl_seconds = 86401",
                 "`digest_nonce_ttl_seconds`",

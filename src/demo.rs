@@ -5,10 +5,9 @@
 //! from a phone. A link a phone cannot reach (loopback) comes with a warning saying how to fix
 //! it.
 
-use crate::app;
 use crate::config::Settings;
 use crate::model::{HeaderMode, Space, now_ms};
-use crate::pipeline::space::normalize_host;
+use crate::request::normalize_host;
 use crate::secret::{hash_password, new_password};
 use crate::store::{DynStore, NewAccount, StoreError};
 use anyhow::Context as _;
@@ -159,7 +158,9 @@ pub async fn prepare(store: &DynStore, settings: &Settings) -> anyhow::Result<St
                 .await?
         }
     };
-    Ok(app::mint_provisioning_token(store, &account).await?.token)
+    Ok(crate::tokens::mint_provisioning_token(store.as_ref(), &account)
+        .await?
+        .token)
 }
 
 /// What `demo` prints once the server listens: the links on `base`, the QR code of the

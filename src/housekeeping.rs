@@ -8,7 +8,13 @@
 //! idempotent `DELETE`s, so instances sharing a database may overlap harmlessly, and one
 //! instance never overlaps itself (the next pass starts an interval after the previous one
 //! ended). `provisio purge` runs one pass by hand.
+//!
+//! API-key uses are written in batches ([`crate::auth::usage`]), so a key's stored last use
+//! may lag its real one by up to `api_key_flush_seconds` (at most 30). A pass first writes this
+//! instance's pending uses, then judges; other instances' uses are covered by
+//! [`EXPIRY_GRACE_MS`], which is longer than any flush interval.
 
+use crate::auth::usage::KeyUses;
 use crate::config::Settings;
 use crate::model::now_ms;
 use crate::store::{DynStore, PurgeCounts, PurgeRules, StoreError};
@@ -25,8 +31,9 @@ pub const PASS_TIMEOUT: Duration = Duration::from_secs(120);
 const DAY_MS: i64 = 86_400_000;
 
 /// Rows that die by expiry are deleted this long after they expired, so an instance whose
-/// clock runs behind (or, later, batches API-key use) never sees a row vanish while it would
-/// still accept it: deleting must never change an answer.
+/// clock runs behind, or whose latest API-key uses are not written yet (at most
+/// `api_key_flush_seconds`, 30 s), never sees a row vanish while it would still accept it:
+/// deleting must never change an answer.
 pub const EXPIRY_GRACE_MS: i64 = 60_000;
 
 /// The cut-offs of a pass at `now` under `settings` (saturating: no setting can overflow them).
@@ -82,9 +89,26 @@ impl Drop for Housekeeping {
     }
 }
 
+/// Writes this instance's pending API-key uses, then runs one pass ([`run_once`]), so no key
+/// this instance used is judged on a stale last use. A failed write skips the pass (it would
+/// judge stale data) and is reported as the pass's error.
+pub async fn run_after_flush(
+    store: &DynStore,
+    settings: &Settings,
+    uses: &KeyUses,
+) -> Result<PurgeCounts, StoreError> {
+    uses.flush(store.as_ref()).await?;
+    run_once(store, settings).await
+}
+
 /// Starts the periodic task (first pass one interval after start); `None` when
 /// `housekeeping_interval_seconds` is 0. A failed pass is logged and retried at the next tick.
-pub fn spawn(store: DynStore, settings: std::sync::Arc<Settings>) -> Option<Housekeeping> {
+/// Each pass first writes the pending API-key uses of `uses` ([`run_after_flush`]).
+pub fn spawn(
+    store: DynStore,
+    settings: std::sync::Arc<Settings>,
+    uses: std::sync::Arc<KeyUses>,
+) -> Option<Housekeeping> {
     if settings.housekeeping_interval_seconds == 0 {
         return None;
     }
@@ -92,7 +116,7 @@ pub fn spawn(store: DynStore, settings: std::sync::Arc<Settings>) -> Option<Hous
     let task = tokio::spawn(async move {
         loop {
             tokio::time::sleep(period).await;
-            if let Err(e) = run_once(&store, &settings).await {
+            if let Err(e) = run_after_flush(&store, &settings, &uses).await {
                 tracing::warn!(error = %e, "housekeeping pass failed; retrying at the next interval");
             }
         }

@@ -3,7 +3,12 @@
 //! provisioning endpoints and account API, stores data in embedded SQLite or PostgreSQL, and
 //! lets operators shape documents per tenant with sandboxed, hot-reloaded Rhai scripts.
 //!
-//! Wiring, in start-up order: [`config`] → [`store`] (migrations) → [`hooks`] → [`http`].
+//! Wiring, in start-up order: [`config`] → [`store`] (migrations) → [`spaces`] (the in-memory
+//! snapshot) → [`hooks`] → [`http`].
+//!
+//! Imports point one way: [`request`] (what is known of a request) and [`document`] (the one
+//! render path) sit below [`hooks`], [`auth`] and [`pipeline`]; [`spaces`] and [`tokens`] below
+//! [`api`]; [`http`] calls [`api`] and [`pipeline`]; [`app`] wires [`http`]; [`cli`] is on top.
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -13,6 +18,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod document;
 pub mod error;
 pub mod hooks;
 pub mod housekeeping;
@@ -23,7 +29,10 @@ pub mod net;
 pub mod ops;
 pub mod pipeline;
 pub mod qr;
+pub mod request;
 pub mod secret;
+pub mod spaces;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

@@ -1,9 +1,11 @@
 //! The handles every request needs, cheap to clone: no lock sits in the request path.
 
+use crate::auth::usage::KeyUses;
 use crate::config::Settings;
 use crate::hooks::Hooks;
 use crate::net::limit::Limits;
 use crate::net::proxy::TrustedProxies;
+use crate::spaces::Spaces;
 use crate::store::DynStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use std::sync::Arc;
 pub struct AppState {
     /// The database.
     pub store: DynStore,
+    /// Every space, in memory, kept coherent with the store (see `crate::spaces`).
+    pub spaces: Arc<Spaces>,
     /// The live hook scripts (swapped atomically on reload).
     pub hooks: Arc<Hooks>,
     /// Start-up settings (restart-only).
@@ -23,4 +27,6 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// `trusted_proxies`, parsed once.
     pub proxies: Arc<TrustedProxies>,
+    /// API-key uses not yet written (batched off the request path, see `crate::auth::usage`).
+    pub key_uses: Arc<KeyUses>,
 }

@@ -275,6 +275,7 @@ both_backends!(validation_and_bodies, |app: TestApp| async move {
         .unwrap();
     full.max_accounts = 3;
     app.state.store.update_space(&full).await.unwrap();
+    app.spaces_written().await;
     let (status, _) =
         status_json(post(json!({"username": "onemore", "password": "abc-1234"}))).await;
     assert_eq!(status, 403);

@@ -659,6 +659,12 @@ both_backends!(api_key_refresh_and_ip_binding, |app: TestApp| async move {
             "a key needs no From, and a wrong one is ignored"
         );
     }
+    // Uses are written in batches (every `api_key_flush_seconds`): write them now.
+    app.state
+        .key_uses
+        .flush(app.state.store.as_ref())
+        .await
+        .unwrap();
     let keys = app.state.store.api_keys(frank.id).await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].requests, 3);

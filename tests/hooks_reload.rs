@@ -6,7 +6,7 @@ use provisio::config::HookSettings;
 use provisio::hooks::{HookContext, Hooks};
 use provisio::lpconfig::Config;
 use provisio::model::Space;
-use provisio::pipeline::request::{RequestInfo, RouteKind};
+use provisio::request::{RequestInfo, RouteKind};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,13 +3,13 @@
 //! wall-clock deadline) and the bundled examples' fixtures. No HTTP server involved.
 
 use provisio::config::HookSettings;
+use provisio::document::assemble::assemble_spaces as assemble;
 use provisio::error::AppError;
 use provisio::hooks::tools;
 use provisio::hooks::{HookContext, Hooks};
 use provisio::lpconfig::{Config, xml};
 use provisio::model::{Account, Algorithm, HookFailure, Password, Space};
-use provisio::pipeline::assemble::assemble;
-use provisio::pipeline::request::{RequestInfo, RouteKind};
+use provisio::request::{RequestInfo, RouteKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

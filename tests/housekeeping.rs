@@ -316,10 +316,20 @@ async fn background_task_purges_and_counts() {
         ..(*app.state.settings).clone()
     };
     assert!(
-        housekeeping::spawn(store.clone(), std::sync::Arc::new(off)).is_none(),
+        housekeeping::spawn(
+            store.clone(),
+            std::sync::Arc::new(off),
+            app.state.key_uses.clone()
+        )
+        .is_none(),
         "0 turns it off"
     );
-    let task = housekeeping::spawn(store.clone(), app.state.settings.clone()).expect("started");
+    let task = housekeeping::spawn(
+        store.clone(),
+        app.state.settings.clone(),
+        app.state.key_uses.clone(),
+    )
+    .expect("started");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while count(&app, "SELECT count(*) FROM auth_tokens").await > 0 {
         assert!(

@@ -591,6 +591,7 @@ both_backends!(
             .unwrap();
         space.token_lifetime_minutes = i64::MAX;
         app.state.store.update_space(&space).await.unwrap();
+        app.spaces_written().await;
         let id = account["id"].as_i64().unwrap();
         let (status, minted) = status_json(call(
             &app,

@@ -116,6 +116,7 @@ both_backends!(
             //    now has (config-uri stripped: the harness sets its own).
             space.custom_entries = Some(entries("second"));
             app.state.store.update_space(&space).await.unwrap();
+            app.spaces_written().await;
             let pre: String = rc
                 .lines()
                 .filter(|l| !l.starts_with("config-uri="))

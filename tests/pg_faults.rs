@@ -1,9 +1,10 @@
 //! PostgreSQL faults under a real server, over HTTP, in a test binary of their own (nothing
 //! else competes with the restarts; the tests here run one at a time):
 //!
-//! * a commit whose acknowledgement is lost, and a `COMMIT` that never reaches the server,
-//!   made exact by a TCP proxy between provisio and PostgreSQL that cuts the connection at
-//!   that message: the request settles the outcome and serves the document either way;
+//! * a commit whose acknowledgement is lost, and a commit request that never reaches the
+//!   server, made exact by a TCP proxy between provisio and PostgreSQL that cuts the connection
+//!   at that message of the consume (one statement, committed at its `Sync`): the request
+//!   settles the outcome and serves the document either way;
 //! * a private PostgreSQL cluster (tests/common/pg_cluster.rs) stopped with `-m fast` and then
 //!   `-m immediate` while 2,000 distinct tokens are being fetched by clients that retry on 5xx
 //!   and on connection errors: every token gets exactly one 200 (none burned without one, none
@@ -124,7 +125,7 @@ async fn tokens(store: &DynStore, ids: &[i64]) -> Vec<String> {
             for id in chunk {
                 let account = store.account(id).await.expect("read").expect("account");
                 out.push(
-                    app::mint_provisioning_token(&store, &account)
+                    provisio::tokens::mint_provisioning_token(store.as_ref(), &account)
                         .await
                         .expect("mint")
                         .token,
@@ -140,16 +141,39 @@ async fn tokens(store: &DynStore, ids: &[i64]) -> Vec<String> {
 
 // ---- a TCP proxy that cuts a connection at a chosen protocol message ------------------------
 
-/// Where the proxy cuts the connection, once, in a transaction that has updated a row (the
-/// consume; the request's other statements only read).
+/// Where the proxy cuts the connection, once, in the consume: one statement (the store's
+/// `CONSUME_PROVISIONING_TOKEN`) run in an implicit transaction, which the server commits when
+/// it reads the `Sync` that follows the statement's `Bind`/`Execute`, and acknowledges with
+/// `ReadyForQuery` after the result rows and `CommandComplete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cut {
-    /// Forward the client's `COMMIT`, drop the server's `CommandComplete("COMMIT")`: the
+    /// Forward the statement and its `Sync`, hold back the server's answer (rows,
+    /// `CommandComplete`) and drop it with the `ReadyForQuery` that follows the commit: the
     /// transaction committed, provisio never hears it.
     CommitAcknowledgement,
-    /// Drop the client's `COMMIT` itself: the server sees the connection die inside the
-    /// transaction and rolls it back.
+    /// Forward the statement, drop its `Sync`: the server ran it inside the implicit
+    /// transaction, sees the connection die before the commit and rolls it back.
     CommitRequest,
+}
+
+/// What a relay knows about the consume on its connection.
+#[derive(Default)]
+struct Consume {
+    /// Names of the prepared statements that are the consume (`Parse` of its SQL).
+    statements: Mutex<std::collections::HashSet<String>>,
+    /// A consume was bound and the server has not said `ReadyForQuery` since.
+    running: AtomicBool,
+}
+
+/// What a pump does with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Pass it on.
+    Forward,
+    /// Keep it back (an answer the armed cut will drop).
+    Withhold,
+    /// Cut the connection here: drop it, what is withheld, and both sockets.
+    Cut,
 }
 
 /// A proxy in front of PostgreSQL; `arm` makes it cut the next matching connection once.
@@ -214,21 +238,20 @@ async fn relay(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    // Set by the server side on `UPDATE n` (n > 0), cleared when the server is idle again.
-    let updated = Arc::new(AtomicBool::new(false));
+    let consume = Arc::new(Consume::default());
     let mut pumps = tokio::task::JoinSet::new();
     pumps.spawn(pump(
         client_read,
         Wire::new(server_write, Duration::ZERO),
         Direction::ToServer,
-        updated.clone(),
+        consume.clone(),
         shared.clone(),
     ));
     pumps.spawn(pump(
         server_read,
         Wire::new(client_write, shared.latency),
         Direction::ToClient,
-        updated,
+        consume,
         shared,
     ));
     let _ = pumps.join_next().await;
@@ -299,10 +322,11 @@ async fn pump(
     mut from: OwnedReadHalf,
     mut to: Wire,
     direction: Direction,
-    updated: Arc<AtomicBool>,
+    consume: Arc<Consume>,
     shared: Arc<Shared>,
 ) {
     let mut buf: Vec<u8> = Vec::new();
+    let mut withheld: Vec<Vec<u8>> = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let mut startup = direction == Direction::ToServer;
     loop {
@@ -321,9 +345,23 @@ async fn pump(
             let message: Vec<u8> = buf.drain(..total).collect();
             if startup {
                 startup = false;
-            } else if cut_here(direction, &message, &updated, &shared.armed) {
-                shared.fired.fetch_add(1, Ordering::SeqCst);
-                return;
+            } else {
+                match cut_here(direction, &message, &consume, &shared.armed) {
+                    Action::Forward => {}
+                    Action::Withhold => {
+                        withheld.push(message);
+                        continue;
+                    }
+                    Action::Cut => {
+                        shared.fired.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+            for held in withheld.drain(..) {
+                if !to.send(held).await {
+                    return;
+                }
             }
             if !to.send(message).await {
                 return;
@@ -336,45 +374,65 @@ async fn pump(
     }
 }
 
-/// Tracks the transaction state from `message` and says whether the armed cut fires on it.
+/// Tracks the consume from `message` and says what to do with the message.
 fn cut_here(
     direction: Direction,
     message: &[u8],
-    updated: &AtomicBool,
+    consume: &Consume,
     armed: &Mutex<Option<Cut>>,
-) -> bool {
+) -> Action {
     let body = &message[5..];
-    let text =
-        |b: &[u8]| String::from_utf8_lossy(b.split(|c| *c == 0).next().unwrap_or(b)).into_owned();
+    // The NUL-terminated strings at the start of a body.
+    let strings = |b: &[u8]| -> Vec<String> {
+        b.split(|c| *c == 0)
+            .take(2)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    let is_armed = |cut: Cut| *armed.lock().expect("lock") == Some(cut);
     let fire = |cut: Cut| {
         let mut armed = armed.lock().expect("lock");
-        if *armed == Some(cut) && updated.load(Ordering::SeqCst) {
+        let fires = *armed == Some(cut);
+        if fires {
             *armed = None;
-            true
-        } else {
-            false
         }
+        fires
     };
+    let running = consume.running.load(Ordering::SeqCst);
     match (direction, message[0]) {
-        (Direction::ToClient, b'C') => {
-            let tag = text(body);
-            if let Some(n) = tag.strip_prefix("UPDATE ") {
-                if n.parse::<u64>().is_ok_and(|n| n > 0) {
-                    updated.store(true, Ordering::SeqCst);
-                }
-                false
+        // Parse: statement name, then its SQL.
+        (Direction::ToServer, b'P') => {
+            let parts = strings(body);
+            if parts.len() == 2 && parts[1].contains("UPDATE provisioning_tokens SET used_at") {
+                consume
+                    .statements
+                    .lock()
+                    .expect("lock")
+                    .insert(parts[0].clone());
+            }
+            Action::Forward
+        }
+        // Bind: portal name, then statement name.
+        (Direction::ToServer, b'B') => {
+            let parts = strings(body);
+            if parts.len() == 2 && consume.statements.lock().expect("lock").contains(&parts[1]) {
+                consume.running.store(true, Ordering::SeqCst);
+            }
+            Action::Forward
+        }
+        (Direction::ToServer, b'S') if running && fire(Cut::CommitRequest) => Action::Cut,
+        (Direction::ToClient, b'Z') if running => {
+            consume.running.store(false, Ordering::SeqCst);
+            if fire(Cut::CommitAcknowledgement) {
+                Action::Cut
             } else {
-                tag == "COMMIT" && fire(Cut::CommitAcknowledgement)
+                Action::Forward
             }
         }
-        (Direction::ToClient, b'Z') => {
-            if body.first() == Some(&b'I') {
-                updated.store(false, Ordering::SeqCst);
-            }
-            false
+        (Direction::ToClient, _) if running && is_armed(Cut::CommitAcknowledgement) => {
+            Action::Withhold
         }
-        (Direction::ToServer, b'Q') => text(body).trim() == "COMMIT" && fire(Cut::CommitRequest),
-        _ => false,
+        _ => Action::Forward,
     }
 }
 

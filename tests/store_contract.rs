@@ -108,6 +108,10 @@ contract_tests!(
     purge_deletes_only_what_no_answer_needs,
     purge_passes_from_several_instances_agree,
     upgrade_from_v1_keeps_every_token_answer,
+    change_version_follows_space_writes,
+    identities_resolve_with_account_and_passwords,
+    api_key_uses_are_recorded_in_batches,
+    change_feed_notices_other_instances_and_reconnects,
 );
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -1053,6 +1057,33 @@ async fn provisioning_token_consume_resets_and_activates(db: Db) {
         stored_passwords(&store, id).await,
         vec![(Algorithm::Sha256, "fresh".to_string())]
     );
+
+    // A reset in another algorithm than the stored one also leaves it alone.
+    store
+        .create_provisioning_token(id, &hash_secret("reset-md5"), T0 + 2, None)
+        .await
+        .unwrap();
+    let md5 = password(Algorithm::Md5, "fresh-md5");
+    assert_eq!(
+        store
+            .consume_provisioning_token(
+                &hash_secret("reset-md5"),
+                T0 + 3,
+                Some(&md5),
+                &ConsumeId::random()
+            )
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    assert_eq!(
+        stored_passwords(&store, id).await,
+        vec![(Algorithm::Md5, "fresh-md5".to_string())]
+    );
+    store
+        .replace_passwords(id, std::slice::from_ref(&fresh))
+        .await
+        .unwrap();
 
     // A refused consumption resets nothing.
     let other = password(Algorithm::Md5, "never");
@@ -2221,4 +2252,444 @@ async fn upgrade_from_v1_keeps_every_token_answer(db: Db) {
             .unwrap(),
         None
     );
+}
+
+// ---- change feed --------------------------------------------------------------------------
+
+/// Every committed space write, through any store on the database, raises the `spaces`
+/// version; reads and failed writes leave it; an unknown topic is at 0.
+async fn change_version_follows_space_writes(db: Db) {
+    let store = db.migrated().await;
+    let other = db.migrated().await;
+    let v0 = store.change_version("spaces").await.unwrap();
+    assert_eq!(store.change_version("no-such-topic").await.unwrap(), 0);
+
+    store.create_space(&space("a.example")).await.unwrap();
+    let v1 = store.change_version("spaces").await.unwrap();
+    assert!(v1 > v0, "create: {v0} -> {v1}");
+    assert_eq!(other.change_version("spaces").await.unwrap(), v1);
+
+    store.list_spaces().await.unwrap();
+    store.space_by_host("prov.a.example").await.unwrap();
+    assert_conflict(other.create_space(&space("a.example")).await, "space");
+    assert_eq!(
+        store.change_version("spaces").await.unwrap(),
+        v1,
+        "reads and a failed write change nothing"
+    );
+
+    let mut changed = space("a.example");
+    changed.realm = "other-realm".into();
+    other.update_space(&changed).await.unwrap();
+    let v2 = store.change_version("spaces").await.unwrap();
+    assert!(v2 > v1, "update through another store: {v1} -> {v2}");
+
+    // Accounts are not part of the topic.
+    let id = account(&store, "ann", "a.example").await;
+    store.delete_account(id, T0).await.unwrap();
+    assert_eq!(store.change_version("spaces").await.unwrap(), v2);
+
+    assert!(store.delete_space("a.example").await.unwrap());
+    let v3 = store.change_version("spaces").await.unwrap();
+    assert!(v3 > v2, "delete: {v2} -> {v3}");
+}
+
+/// Waits (bounded) for the next notice that concerns `topic`.
+async fn next_notice(
+    feed: &mut tokio::sync::broadcast::Receiver<store::Change>,
+    topic: &str,
+) -> store::Change {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let change = feed.recv().await.expect("feed open");
+            if change.topic == topic {
+                return change;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {topic:?} notice within 10 s"))
+}
+
+/// SQLite has no feed. On PostgreSQL: a new feed first says "reload everything"; a space
+/// written through another store (another instance) is noticed with its version; writes in
+/// another schema of the same database are not; killing the listener's backend leads to a
+/// reconnect, a `*` notice, and notices again.
+async fn change_feed_notices_other_instances_and_reconnects(db: Db) {
+    let writer = db.migrated().await;
+    if writer.backend() == "sqlite" {
+        assert!(writer.change_feed().is_none());
+        return;
+    }
+    let listener = store::postgres::PostgresStore::connect(&db.url, 2)
+        .await
+        .expect("connect");
+    use store::Store as _;
+    let mut feed = listener.change_feed().expect("a PostgreSQL feed");
+    assert_eq!(
+        next_notice(&mut feed, "*").await,
+        store::Change::reload_all()
+    );
+    let mut second = listener.change_feed().expect("a second subscriber");
+
+    // Versions of the two schemas must differ for the filter to show.
+    let neighbour = Db::postgres().await.expect("PostgreSQL is up");
+    let neighbour = neighbour.migrated().await;
+    for domain in ["a.example", "b.example", "c.example"] {
+        writer.create_space(&space(domain)).await.unwrap();
+    }
+    let mut wanted = writer.change_version("spaces").await.unwrap();
+    neighbour.create_space(&space("n.example")).await.unwrap();
+    assert_ne!(neighbour.change_version("spaces").await.unwrap(), wanted);
+    // The three creates arrive in order, then nothing from the neighbour.
+    let mut seen = Vec::new();
+    while seen.last() != Some(&wanted) {
+        seen.push(next_notice(&mut feed, "spaces").await.version);
+    }
+    assert_eq!(seen.len(), 3, "one notice per write: {seen:?}");
+    let mut changed = space("a.example");
+    changed.realm = "changed".into();
+    writer.update_space(&changed).await.unwrap();
+    wanted = writer.change_version("spaces").await.unwrap();
+    assert_eq!(next_notice(&mut feed, "spaces").await.version, wanted);
+    let mut last = 0;
+    while last != wanted {
+        last = next_notice(&mut second, "spaces").await.version;
+    }
+
+    let pid = listener.change_feed_backend_pid().expect("listening");
+    let (admin, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let killed: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed);
+    assert_eq!(
+        next_notice(&mut feed, "*").await,
+        store::Change::reload_all()
+    );
+    let new_pid = listener.change_feed_backend_pid().expect("listening again");
+    assert_ne!(new_pid, pid);
+    writer.delete_space("b.example").await.unwrap();
+    wanted = writer.change_version("spaces").await.unwrap();
+    assert_eq!(next_notice(&mut feed, "spaces").await.version, wanted);
+}
+
+// ---- identity in one read -----------------------------------------------------------------
+
+/// A token, an auth token, an API key or an identity resolves to the account with its
+/// dictionary and passwords, and to the credential's own state, without changing anything.
+async fn identities_resolve_with_account_and_passwords(db: Db) {
+    let store = db.migrated().await;
+    store.create_space(&space("a.example")).await.unwrap();
+    let mut new = new_account("alice", "a.example");
+    new.display_name = Some("Alice".into());
+    new.dictionary = BTreeMap::from([
+        ("b".to_string(), "2".to_string()),
+        ("a".to_string(), "1".to_string()),
+    ]);
+    new.passwords = vec![
+        password(Algorithm::Sha256, "ha1-sha"),
+        password(Algorithm::Md5, "ha1-md5"),
+    ];
+    let alice = store.create_account(&new, T0).await.unwrap();
+    let bare = account(&store, "bob", "a.example").await;
+    let expected_passwords = store.passwords(alice.id).await.unwrap();
+    assert_eq!(expected_passwords.len(), 2);
+    let check = |bundle: &store::AccountBundle| {
+        assert_eq!(bundle.account, alice);
+        assert_eq!(bundle.passwords, expected_passwords);
+    };
+
+    // Digest: by identity.
+    check(
+        &store
+            .account_bundle_by_identity("alice", "a.example")
+            .await
+            .unwrap()
+            .expect("alice"),
+    );
+    let bob = store
+        .account_bundle_by_identity("bob", "a.example")
+        .await
+        .unwrap()
+        .expect("bob");
+    assert_eq!(bob.account.id, bare);
+    assert!(bob.passwords.is_empty() && bob.account.dictionary.is_empty());
+    assert!(
+        store
+            .account_bundle_by_identity("alice", "b.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Provisioning tokens: the state is reported, not judged.
+    store
+        .create_provisioning_token(alice.id, &hash_secret("old"), T0, Some(T0 + MINUTE))
+        .await
+        .unwrap();
+    let (state, bundle) = store
+        .token_identity(&hash_secret("old"))
+        .await
+        .unwrap()
+        .expect("token");
+    check(&bundle);
+    assert_eq!(
+        state,
+        TokenState {
+            account_id: alice.id,
+            created_at: T0,
+            expires_at: Some(T0 + MINUTE),
+            used: false,
+            current: true,
+        }
+    );
+    store
+        .create_provisioning_token(alice.id, &hash_secret("new"), T0 + 1, None)
+        .await
+        .unwrap();
+    let (state, _) = store
+        .token_identity(&hash_secret("old"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!state.current && !state.used, "superseded");
+    assert_eq!(
+        store.provisioning_token(&hash_secret("old")).await.unwrap(),
+        Some(state)
+    );
+    store
+        .consume_provisioning_token(&hash_secret("new"), T0 + 2, None, &ConsumeId::random())
+        .await
+        .unwrap()
+        .expect("consumed");
+    let (state, bundle) = store
+        .token_identity(&hash_secret("new"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(state.used && !state.current);
+    assert!(bundle.account.activated, "the account as it is now");
+    assert!(
+        store
+            .token_identity(&hash_secret("nope"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Auth tokens: only attached, fresh and unspent ones resolve.
+    store
+        .create_auth_token(&hash_secret("qr"), None, None, T0)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .auth_token_identity(&hash_secret("qr"), T0 - 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "not attached"
+    );
+    assert!(
+        store
+            .attach_auth_token(&hash_secret("qr"), alice.id, T0 - 1)
+            .await
+            .unwrap()
+    );
+    let (state, bundle) = store
+        .auth_token_identity(&hash_secret("qr"), T0 - 1)
+        .await
+        .unwrap()
+        .expect("attached");
+    assert_eq!(state.account_id, Some(alice.id));
+    assert_eq!(state.created_at, T0);
+    assert_eq!(bundle.account.id, alice.id);
+    assert_eq!(bundle.passwords, expected_passwords);
+    assert!(
+        store
+            .auth_token_identity(&hash_secret("qr"), T0)
+            .await
+            .unwrap()
+            .is_none(),
+        "minted at not_before: too old"
+    );
+    store
+        .consume_auth_token_as(
+            &hash_secret("qr"),
+            T0 + 1,
+            T0 - 1,
+            None,
+            &ConsumeId::random(),
+        )
+        .await
+        .unwrap()
+        .expect("redeemed");
+    assert!(
+        store
+            .auth_token_identity(&hash_secret("qr"), T0 - 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "spent"
+    );
+
+    // API keys: the record as stored, and reading it records nothing.
+    let key_id = store
+        .create_api_key(
+            &NewApiKey {
+                account_id: alice.id,
+                key_hash: hash_secret("key"),
+                name: Some("ops".into()),
+                ip: Some("192.0.2.7".into()),
+                expires_after_minutes: Some(5),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let (key, bundle) = store
+            .api_key_identity(&hash_secret("key"))
+            .await
+            .unwrap()
+            .expect("key");
+        assert_eq!(
+            key,
+            store::ApiKeyRecord {
+                id: key_id,
+                account_id: alice.id,
+                name: Some("ops".into()),
+                ip: Some("192.0.2.7".into()),
+                expires_after_minutes: Some(5),
+                last_used_at: T0,
+                requests: 0,
+            }
+        );
+        assert_eq!(bundle.account.id, alice.id);
+        assert_eq!(bundle.passwords, expected_passwords);
+    }
+    assert!(
+        store
+            .api_key_identity(&hash_secret("nokey"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Batched uses move `last_used_at` forward only and add up the counts; a deleted key is
+/// skipped; `accepts` judges IP binding and idle lifetime from the latest use it is given.
+async fn api_key_uses_are_recorded_in_batches(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    let bob = account(&store, "bob", "a.example").await;
+    let key = |account_id: i64, secret: &str, expires: Option<i64>| NewApiKey {
+        account_id,
+        key_hash: hash_secret(secret),
+        name: expires.map(|_| "admin".to_string()),
+        ip: None,
+        expires_after_minutes: expires,
+    };
+    let a = store
+        .create_api_key(&key(alice, "a", None), T0)
+        .await
+        .unwrap();
+    let b = store
+        .create_api_key(&key(bob, "b", Some(10)), T0)
+        .await
+        .unwrap();
+    let gone = store
+        .create_api_key(&key(bob, "gone", None), T0)
+        .await
+        .unwrap();
+    store.delete_account(bob, T0).await.unwrap(); // deletes keys b and gone
+    let b2 = store
+        .create_api_key(&key(alice, "b2", Some(10)), T0)
+        .await
+        .unwrap();
+    assert!(b != b2 && gone != b2);
+
+    store
+        .record_api_key_uses(&[
+            store::ApiKeyUse {
+                id: a,
+                last_used_at: T0 + 5 * MINUTE,
+                requests: 3,
+            },
+            store::ApiKeyUse {
+                id: b2,
+                last_used_at: T0 + MINUTE,
+                requests: 1,
+            },
+            store::ApiKeyUse {
+                id: gone,
+                last_used_at: T0 + MINUTE,
+                requests: 7,
+            },
+        ])
+        .await
+        .unwrap();
+    store.record_api_key_uses(&[]).await.unwrap();
+    // An older use arriving late (another instance's batch) never moves the instant back.
+    store
+        .record_api_key_uses(&[store::ApiKeyUse {
+            id: a,
+            last_used_at: T0 + 2 * MINUTE,
+            requests: 2,
+        }])
+        .await
+        .unwrap();
+    let (ka, _) = store
+        .api_key_identity(&hash_secret("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((ka.last_used_at, ka.requests), (T0 + 5 * MINUTE, 5));
+    let (kb, _) = store
+        .api_key_identity(&hash_secret("b2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((kb.last_used_at, kb.requests), (T0 + MINUTE, 1));
+    assert!(
+        store
+            .api_key_identity(&hash_secret("gone"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // User key, TTL 60 minutes: alive until stored last use + 60 min, or a later pending use.
+    let dies = ka.last_used_at + 60 * MINUTE;
+    assert!(ka.accepts(None, ka.last_used_at, dies - 1, 60));
+    assert!(!ka.accepts(None, ka.last_used_at, dies, 60));
+    assert!(
+        ka.accepts(None, dies - 10, dies + 30 * MINUTE, 60),
+        "a pending use extends it"
+    );
+    assert!(
+        !ka.accepts(None, T0, dies, 60),
+        "an older pending use does not shorten it either"
+    );
+    assert!(
+        ka.accepts(None, T0, T0 + 1_000_000 * MINUTE, 0),
+        "TTL 0: never"
+    );
+    // Admin key: its own lifetime, whatever the user TTL.
+    assert!(kb.accepts(None, kb.last_used_at, T0 + 11 * MINUTE - 1, 0));
+    assert!(!kb.accepts(None, kb.last_used_at, T0 + 11 * MINUTE, 1000));
+    // IP binding.
+    let bound = store::ApiKeyRecord {
+        ip: Some("10.0.0.1".into()),
+        ..ka.clone()
+    };
+    assert!(bound.accepts(Some("10.0.0.1"), ka.last_used_at, T0 + 6 * MINUTE, 60));
+    assert!(!bound.accepts(Some("10.0.0.2"), ka.last_used_at, T0 + 6 * MINUTE, 60));
+    assert!(!bound.accepts(None, ka.last_used_at, T0 + 6 * MINUTE, 60));
 }

@@ -1,5 +1,9 @@
 //! Roles (reference §5.1): who may call which route, decided in one place.
 //!
+//! The management API reads spaces from the store, as its writes need and as an operator
+//! expects right after `provisio space …` or another instance's API; only the request's space
+//! (Host → space) comes from the in-memory snapshot, as for documents.
+//!
 //! * **user** — any authenticated account (API key or Digest), on any host;
 //! * **admin** — `admin = true`, by API key only, on its own space's host (another host: 403);
 //!   its account lookups are scoped to that space (another space's id: 404);
@@ -8,8 +12,7 @@
 use crate::auth;
 use crate::error::AppError;
 use crate::model::{Account, Space};
-use crate::pipeline::request::RequestInfo;
-use crate::pipeline::space;
+use crate::request::RequestInfo;
 use crate::state::AppState;
 
 /// FlexiAPI's message for a role refusal.
@@ -26,9 +29,10 @@ pub struct Admin {
     pub super_admin: bool,
 }
 
-/// The request's space (404 "Host not configured" when no space serves the Host).
+/// The request's space, from the snapshot (404 "Host not configured" when no space serves
+/// the Host).
 pub async fn request_space(state: &AppState, request: &RequestInfo) -> Result<Space, AppError> {
-    space::resolve(state.store.as_ref(), &request.host).await
+    Ok(state.spaces.for_host(&request.host).await?.space.clone())
 }
 
 /// An authenticated user (API key or Digest) and the request's space.
@@ -46,18 +50,21 @@ pub async fn admin(state: &AppState, request: &RequestInfo) -> Result<Admin, App
     if !account.admin {
         return Err(AppError::Forbidden(UNAUTHORIZED_AREA.to_string()));
     }
+    // The store's copy, not the snapshot's: a role granted or withdrawn (`provisio admin add
+    // --super`, another instance's API) applies from the next call on.
     let own = state
         .store
         .space_by_domain(&account.domain)
         .await?
         .ok_or_else(|| AppError::Forbidden(UNAUTHORIZED_AREA.to_string()))?;
-    if !own.super_space && own.domain != space.domain {
+    let super_admin = own.super_space;
+    if !super_admin && own.domain != space.domain {
         return Err(AppError::Forbidden(UNAUTHORIZED_AREA.to_string()));
     }
     Ok(Admin {
         account,
         space,
-        super_admin: own.super_space,
+        super_admin,
     })
 }
 

@@ -6,14 +6,14 @@ use crate::api::access;
 use crate::api::input::Input;
 use crate::api::validate::{Errors, limits};
 use crate::api::{ApiReply, ApiResult, json, validate};
-use crate::app::{MintedToken, mint_provisioning_token};
 use crate::error::AppError;
 use crate::lpconfig::is_forbidden_char;
 use crate::model::{Account, Algorithm, Space, now_ms};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 use crate::secret::{ct_eq, ha1, hash_password};
 use crate::state::AppState;
 use crate::store::{AccountUpdate, NewAccount, StoreError};
+use crate::tokens::{self, MintedToken};
 use serde_json::{Value, json};
 
 /// Laravel's page size for FlexiAPI's account list.
@@ -66,9 +66,10 @@ pub async fn account_json(
     Ok(json::account(account, &passwords, minted))
 }
 
-/// Mints a provisioning token for the account (the previous one stops working).
+/// Mints a provisioning token for the account (the previous one stops working), with its
+/// space's token lifetime.
 pub async fn mint(state: &AppState, account: &Account) -> Result<MintedToken, AppError> {
-    mint_provisioning_token(&state.store, account)
+    tokens::mint_provisioning_token(state.store.as_ref(), account)
         .await
         .map_err(|e| AppError::Internal(format!("minting a provisioning token: {e:#}")))
 }

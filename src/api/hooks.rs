@@ -4,7 +4,7 @@
 use crate::api::access;
 use crate::api::{ApiReply, ApiResult};
 use crate::error::AppError;
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 use crate::state::AppState;
 
 /// `GET /api/hooks/status` (super admin) — the hooks engine's status as JSON. The hooks

@@ -2,8 +2,8 @@
 //! anywhere, and the provisioning token only in the response that minted it (it is stored
 //! hashed, so it cannot be shown again).
 
-use crate::app::MintedToken;
 use crate::model::{Account, Password, Space, iso_time};
+use crate::tokens::MintedToken;
 use serde_json::{Value, json};
 
 /// An account as FlexiAPI serialises it.

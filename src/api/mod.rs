@@ -1,6 +1,6 @@
 //! The FlexiAPI-compatible account API's transport-neutral half: JSON shapes, input
 //! validation, roles, and one handler per route taking the [`AppState`](crate::state::AppState),
-//! a [`RequestInfo`](crate::pipeline::request::RequestInfo) and parsed inputs, returning an
+//! a [`RequestInfo`](crate::request::RequestInfo) and parsed inputs, returning an
 //! [`ApiReply`] or an [`AppError`]. Only `http/api.rs` turns those into HTTP responses, so no
 //! file here mentions warp.
 

@@ -11,7 +11,8 @@ use crate::api::input::Input;
 use crate::api::{ApiReply, ApiResult, json, validate};
 use crate::error::AppError;
 use crate::model::{Algorithm, HeaderMode, HookFailure, Space};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
+use crate::spaces::Reason;
 use crate::state::AppState;
 use crate::store::StoreError;
 use serde_json::Value;
@@ -22,7 +23,7 @@ fn space_not_found(domain: &str) -> AppError {
     AppError::NotFound(format!("No query results for model [App\\Space] {domain}"))
 }
 
-/// `GET /api/spaces` (super admin) — every space, by domain.
+/// `GET /api/spaces` (super admin) — every space, by domain, as stored.
 pub async fn list(state: &AppState, request: &RequestInfo) -> ApiResult {
     access::super_admin(state, request).await?;
     let spaces = state.store.list_spaces().await?;
@@ -32,7 +33,7 @@ pub async fn list(state: &AppState, request: &RequestInfo) -> ApiResult {
     ))
 }
 
-/// `GET /api/spaces/{domain}` (super admin).
+/// `GET /api/spaces/{domain}` (super admin), as stored.
 pub async fn show(state: &AppState, request: &RequestInfo, domain: &str) -> ApiResult {
     access::super_admin(state, request).await?;
     let space = state
@@ -41,6 +42,13 @@ pub async fn show(state: &AppState, request: &RequestInfo, domain: &str) -> ApiR
         .await?
         .ok_or_else(|| space_not_found(domain))?;
     Ok(ApiReply::json(200, json::space(&space)))
+}
+
+/// After a write: this instance serves the change from its next request on (other
+/// instances within `cache_max_staleness_seconds`). A failed refresh is logged and retried by
+/// the periodic check; the write itself stands.
+async fn written(state: &AppState) {
+    let _ = state.spaces.refresh(Reason::Write).await;
 }
 
 /// `POST /api/spaces` (super admin) — `domain` is required; `host` and `name` default to it,
@@ -57,6 +65,7 @@ pub async fn create(state: &AppState, request: &RequestInfo, body: Value) -> Api
     input.merge(validate::space(&space));
     input.finish()?;
     let created = state.store.create_space(&space).await.map_err(conflict)?;
+    written(state).await;
     tracing::info!(domain = %created.domain, "space created");
     Ok(ApiReply::json(201, json::space(&created)))
 }
@@ -104,6 +113,7 @@ pub async fn update(
             StoreError::NotFound => space_not_found(domain),
             e => conflict(e),
         })?;
+    written(state).await;
     tracing::info!(domain = %updated.domain, "space updated");
     Ok(ApiReply::json(200, json::space(&updated)))
 }
@@ -120,6 +130,7 @@ pub async fn delete(state: &AppState, request: &RequestInfo, domain: &str) -> Ap
     if !state.store.delete_space(domain).await? {
         return Err(space_not_found(domain));
     }
+    written(state).await;
     tracing::info!(domain, "space deleted");
     Ok(ApiReply::empty(200))
 }

@@ -10,7 +10,7 @@ use crate::api::access;
 use crate::api::{ApiReply, ApiResult};
 use crate::error::AppError;
 use crate::model::{Account, iso_time, now_ms};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 use crate::secret::{fingerprint, hash_secret, new_token};
 use crate::state::AppState;
 use crate::store::NewApiKey;

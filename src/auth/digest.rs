@@ -18,11 +18,11 @@
 //! `qop`, two spaces after `Authorization:` (linphone-digest.md).
 
 use crate::error::AppError;
-use crate::model::{Account, Algorithm, Space, now_ms};
-use crate::pipeline::request::RequestInfo;
+use crate::model::{Algorithm, Space, now_ms};
+use crate::request::RequestInfo;
 use crate::secret::{ct_eq, digest_hex, fingerprint, hash_secret, new_hex};
 use crate::state::AppState;
-use crate::store::NonceCheck;
+use crate::store::{AccountBundle, NonceCheck};
 use std::collections::BTreeMap;
 
 /// Body of the 401 that carries a first challenge (FlexiAPI's wording).
@@ -248,8 +248,8 @@ pub fn expected_response(
 /// Who a challenge is for: a real account with its HA1s, or a decoy for an unknown identity
 /// that must look the same from outside.
 struct Subject {
-    /// The account, `None` for a decoy.
-    account: Option<Account>,
+    /// The account with its passwords, `None` for a decoy.
+    account: Option<AccountBundle>,
     /// Digest realm of the challenge.
     realm: String,
     /// `(algorithm, ha1)`, MD5 first, as FlexiAPI orders its headers.
@@ -259,38 +259,35 @@ struct Subject {
 /// Finds the account the `From` names, or builds a decoy in the space of its domain (else the
 /// request's space): one credential in that space's algorithm, with a random HA1.
 async fn subject(state: &AppState, space: &Space, who: &SipIdentity) -> Result<Subject, AppError> {
-    if let Some(account) = state
+    if let Some(bundle) = state
         .store
-        .account_by_identity(&who.username, &who.domain)
+        .account_bundle_by_identity(&who.username, &who.domain)
         .await?
+        && !bundle.passwords.is_empty()
     {
-        let passwords = state.store.passwords(account.id).await?;
-        if !passwords.is_empty() {
-            let realm = state
-                .store
-                .space_by_domain(&account.domain)
-                .await?
-                .map_or_else(|| account.domain.clone(), |s| s.realm);
-            let mut credentials: Vec<(Algorithm, String)> = passwords
-                .into_iter()
-                .map(|p| (p.algorithm, p.ha1))
-                .collect();
-            credentials.sort_by_key(|(alg, _)| match alg {
-                Algorithm::Md5 => 0,
-                Algorithm::Sha256 => 1,
-            });
-            return Ok(Subject {
-                account: Some(account),
-                realm,
-                credentials,
-            });
-        }
+        let realm = state
+            .spaces
+            .by_domain(&bundle.account.domain)
+            .map_or_else(|| bundle.account.domain.clone(), |s| s.space.realm.clone());
+        let mut credentials: Vec<(Algorithm, String)> = bundle
+            .passwords
+            .iter()
+            .map(|p| (p.algorithm, p.ha1.clone()))
+            .collect();
+        credentials.sort_by_key(|(alg, _)| match alg {
+            Algorithm::Md5 => 0,
+            Algorithm::Sha256 => 1,
+        });
+        return Ok(Subject {
+            account: Some(bundle),
+            realm,
+            credentials,
+        });
     }
     let decoy_space = state
-        .store
-        .space_by_domain(&who.domain)
-        .await?
-        .unwrap_or_else(|| space.clone());
+        .spaces
+        .by_domain(&who.domain)
+        .map_or_else(|| space.clone(), |s| s.space.clone());
     let algorithm = decoy_space.password_algorithm;
     let ha1_len = match algorithm {
         Algorithm::Md5 => 16,
@@ -320,11 +317,11 @@ async fn challenge(
     }
     let nonce = new_hex(32);
     let opaque = new_hex(32);
-    if let Some(account) = &subject.account {
+    if let Some(bundle) = &subject.account {
         let stored = state
             .store
             .create_digest_nonce(
-                account.id,
+                bundle.account.id,
                 &at_rest(&nonce),
                 &at_rest(&opaque),
                 &request.client_ip_string(),
@@ -352,13 +349,14 @@ async fn challenge(
 }
 
 /// Authenticates a request whose `From` header is `from`: without `Authorization`, answers a
-/// challenge; with one, checks it. Every refusal is a 401 with a new challenge.
+/// challenge; with one, checks it and returns the account with its passwords (read in one
+/// round trip with the HA1s the check needs). Every refusal is a 401 with a new challenge.
 pub async fn authenticate(
     state: &AppState,
     space: &Space,
     request: &RequestInfo,
     from: &str,
-) -> Result<Account, AppError> {
+) -> Result<AccountBundle, AppError> {
     let Some(who) = parse_from(from) else {
         return Err(AppError::Unauthorized("Invalid SIP address".to_string()));
     };
@@ -370,7 +368,7 @@ pub async fn authenticate(
         return Err(challenge(state, &subject, request, UNAUTHENTICATED).await);
     };
     match verify(state, &subject, &who, request, &params).await {
-        Ok(account) => Ok(account),
+        Ok(bundle) => Ok(bundle),
         Err(Refusal::Store(e)) => Err(e),
         Err(Refusal::Retry(message)) => Err(challenge(state, &subject, request, message).await),
     }
@@ -391,7 +389,7 @@ async fn verify(
     who: &SipIdentity,
     request: &RequestInfo,
     params: &BTreeMap<String, String>,
-) -> Result<Account, Refusal> {
+) -> Result<AccountBundle, Refusal> {
     const MALFORMED: &str = "Invalid Digest response";
     let get = |k: &str| params.get(k).map(String::as_str);
     let (Some(username), Some(realm), Some(nonce), Some(opaque), Some(uri), Some(response)) = (
@@ -448,15 +446,15 @@ async fn verify(
     };
     let expected = expected_response(algorithm, ha1, nonce, qop_parts, &request.method, uri);
     let matches = ct_eq(&expected, &response.to_ascii_lowercase());
-    let account = match (&subject.account, matches) {
-        (Some(account), true) => account,
+    let bundle = match (&subject.account, matches) {
+        (Some(bundle), true) => bundle,
         _ => return Err(Refusal::Retry(UNAUTHORIZED)),
     };
     let not_before = now_ms() - state.settings.digest_nonce_ttl_seconds * 1000;
     let outcome = state
         .store
         .check_digest_nonce(
-            account.id,
+            bundle.account.id,
             &at_rest(opaque),
             &at_rest(nonce),
             &request.client_ip_string(),
@@ -466,7 +464,7 @@ async fn verify(
         .await
         .map_err(|e| Refusal::Store(AppError::Store(e)))?;
     match outcome {
-        NonceCheck::Accepted => Ok(account.clone()),
+        NonceCheck::Accepted => Ok(bundle.clone()),
         NonceCheck::Unknown => Err(Refusal::Retry(INVALID_OPAQUE)),
         NonceCheck::Replayed => Err(Refusal::Retry(NONCE_REPLAYED)),
     }

@@ -9,12 +9,14 @@
 //! a JSON 401 instead of a redirect to a login page.
 
 pub mod digest;
+pub mod usage;
 
 use crate::error::AppError;
 use crate::model::{Account, Space, now_ms};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 use crate::secret::{fingerprint, hash_secret};
 use crate::state::AppState;
+use crate::store::AccountBundle;
 
 /// Header carrying an API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -31,14 +33,25 @@ pub async fn authenticate(
     space: &Space,
     request: &RequestInfo,
 ) -> Result<Account, AppError> {
-    let account = if request.header(API_KEY_HEADER).is_some() {
-        api_key_account(state, request).await?
+    Ok(authenticate_bundle(state, space, request).await?.account)
+}
+
+/// [`authenticate`], with the account's passwords, read in the same round trip (what
+/// `/provisioning/me` needs for its document).
+pub async fn authenticate_bundle(
+    state: &AppState,
+    space: &Space,
+    request: &RequestInfo,
+) -> Result<AccountBundle, AppError> {
+    let bundle = if request.header(API_KEY_HEADER).is_some() {
+        api_key_bundle(state, request).await?
     } else if let Some(from) = request.header("from") {
         digest::authenticate(state, space, request, from).await?
     } else {
         return Err(AppError::Unauthorized(FROM_REQUIRED.to_string()));
     };
-    refuse_blocked(account)
+    refuse_blocked(&bundle.account)?;
+    Ok(bundle)
 }
 
 /// Authenticates by API key only (the admin API). Missing key: 401 "Unauthenticated."; bad,
@@ -50,38 +63,40 @@ pub async fn authenticate_api_key(
     if request.header(API_KEY_HEADER).is_none() {
         return Err(AppError::Unauthorized("Unauthenticated.".to_string()));
     }
-    refuse_blocked(api_key_account(state, request).await?)
+    let bundle = api_key_bundle(state, request).await?;
+    refuse_blocked(&bundle.account)?;
+    Ok(bundle.account)
 }
 
 /// Checks the `x-api-key` header: the key must exist, match its IP binding and not have expired
-/// (the store checks all three and records the use in one statement).
-async fn api_key_account(state: &AppState, request: &RequestInfo) -> Result<Account, AppError> {
+/// (one read, no write: the use is recorded in memory and written later, see [`usage`]).
+async fn api_key_bundle(
+    state: &AppState,
+    request: &RequestInfo,
+) -> Result<AccountBundle, AppError> {
     let key = request.header(API_KEY_HEADER).unwrap_or_default();
     let ip = request.client_ip.map(|ip| ip.to_string());
-    let account_id = state
-        .store
-        .authenticate_api_key(
+    let found = state
+        .key_uses
+        .authenticate(
+            state.store.as_ref(),
             &hash_secret(key),
             ip.as_deref(),
             now_ms(),
             state.settings.api_key_ttl_minutes,
         )
         .await?;
-    let Some(account_id) = account_id else {
+    let Some((_, bundle)) = found else {
         tracing::info!(key_fp = %fingerprint(key), "API key refused");
         return Err(AppError::Unauthorized("Invalid API Key".to_string()));
     };
-    state
-        .store
-        .account(account_id)
-        .await?
-        .ok_or_else(|| AppError::Unauthorized("Invalid API Key".to_string()))
+    Ok(bundle)
 }
 
 /// Blocked accounts authenticate but may do nothing (FlexiAPI's `auth.check_blocked`).
-fn refuse_blocked(account: Account) -> Result<Account, AppError> {
+fn refuse_blocked(account: &Account) -> Result<(), AppError> {
     if account.blocked {
         return Err(AppError::Forbidden("Account blocked".to_string()));
     }
-    Ok(account)
+    Ok(())
 }

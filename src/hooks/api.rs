@@ -15,7 +15,7 @@
 use super::engine::{MAX_DOCUMENT_BYTES, current_script};
 use crate::lpconfig::{Config, Section, check_entry_name, check_section_name, check_value};
 use crate::model::{Account, Password, Space};
-use crate::pipeline::request::{RequestInfo, RouteKind};
+use crate::request::{RequestInfo, RouteKind};
 use rhai::{
     Array, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Map, NativeCallContext, Position,
 };

@@ -32,7 +32,7 @@ use crate::config::HookSettings;
 use crate::error::AppError;
 use crate::lpconfig::Config;
 use crate::model::{Account, HookFailure, Password, Space, iso_time, now_ms};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 use anyhow::Context as _;
 use api::{ConfigHandle, DenyToken, Doc, SectionHandle, SharedDoc};
 use arc_swap::ArcSwap;

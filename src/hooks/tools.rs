@@ -9,11 +9,11 @@
 use super::Hooks;
 use super::set::{FileKind, compile_dir};
 use crate::config::HookSettings;
+use crate::document::{PreparedSpace, RenderInput, render};
 use crate::error::AppError;
 use crate::lpconfig::{Config, xml};
 use crate::model::{Account, Algorithm, HookFailure, Password, Space};
-use crate::pipeline::request::{RequestInfo, RouteKind};
-use crate::pipeline::{assemble, finish};
+use crate::request::{RequestInfo, RouteKind};
 use anyhow::Context as _;
 use figment::providers::{Format, Toml};
 use serde::Deserialize;
@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Directory of fixture cases inside a hooks directory.
 pub const FIXTURES_DIR: &str = "fixtures";
@@ -279,25 +280,20 @@ impl Fixture {
     }
 }
 
-/// Renders the document a fixture describes through the pipeline's own stages:
-/// [`assemble::assemble`], [`Hooks::run`], [`finish::finish`]. Returns the one-line XML the
-/// client would get, or the error it would get.
+/// Renders the document a fixture describes through the server's own render path
+/// ([`crate::document::render`]: assemble, [`Hooks::run`], finish). Returns the one-line XML
+/// the client would get, or the error it would get.
 pub fn render_fixture(fixture: &Fixture, hooks: &Hooks) -> Result<String, AppError> {
-    let space = fixture.space();
+    let space = Arc::new(PreparedSpace::new(fixture.space()));
     let account = fixture.account();
-    let passwords = fixture.passwords();
-    let assembled = assemble::assemble(&space, Some(&space), account.as_ref(), &passwords)?;
-    let ctx = super::HookContext {
-        space: space.clone(),
+    let input = RenderInput {
         account_space: account.as_ref().map(|_| space.clone()),
-        request: fixture.request(),
+        space,
         account,
-        proxy_section: assembled.proxy_section,
-        auth_info_sections: assembled.auth_info_sections,
+        passwords: fixture.passwords(),
+        request: fixture.request(),
     };
-    let mut config = assembled.config;
-    hooks.run(&ctx, &mut config)?;
-    finish::finish(config, &space)
+    render(input, hooks)
 }
 
 /// Compiles every script of `dir` and writes, per file, its kind, the hooks it defines, and

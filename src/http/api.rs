@@ -8,7 +8,7 @@
 
 use crate::api::{self, ApiReply, ApiResult, Body};
 use crate::http::{reply, request_info, with_state};
-use crate::pipeline::request::{RequestInfo, RouteKind};
+use crate::request::{RequestInfo, RouteKind};
 use crate::state::AppState;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde_json::{Value, json};

@@ -19,8 +19,7 @@ pub mod wizard;
 
 pub use server::serve;
 
-use crate::pipeline::request::{RequestInfo, RouteKind};
-use crate::pipeline::space::normalize_host;
+use crate::request::{RequestInfo, RouteKind, normalize_host};
 use crate::state::AppState;
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -7,9 +7,9 @@ use crate::http::{request_info, with_state};
 use crate::model::{Space, now_ms};
 use crate::net::proxy::{link_origin, valid_host};
 use crate::pipeline::identity::check_provisioning_token;
-use crate::pipeline::request::{RequestInfo, RouteKind};
 use crate::pipeline::reset::RESET_PASSWORD;
 use crate::pipeline::{self, Credential, space};
+use crate::request::{RequestInfo, RouteKind};
 use crate::state::AppState;
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -66,47 +66,52 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// `GET /provisioning` — the space-level document, no account.
 async fn provisioning_anonymous(state: AppState, request: RequestInfo) -> Response {
-    document(&state, &request, |_, _| async { Ok(Credential::Anonymous) }).await
+    document(&state, request, Presented::Nothing).await
 }
 
 /// `GET /provisioning/{token}[?reset_password]` — consumes the token, activates the account.
 async fn provisioning_token(token: String, state: AppState, request: RequestInfo) -> Response {
-    document(&state, &request, |_, _| async move {
-        Ok(Credential::ProvisioningToken(token))
-    })
-    .await
+    document(&state, request, Presented::Token(token)).await
 }
 
 /// `GET /provisioning/auth_token/{token}[?reset_password]` — redeems an attached auth token.
 async fn provisioning_auth_token(token: String, state: AppState, request: RequestInfo) -> Response {
-    document(&state, &request, |_, _| async move {
-        Ok(Credential::AuthToken(token))
-    })
-    .await
+    document(&state, request, Presented::AuthToken(token)).await
 }
 
 /// `GET /provisioning/me[?reset_password]` — the document of the authenticated account
 /// (authentication runs before the header guard, as in FlexiAPI: no credentials → 401).
 async fn provisioning_me(state: AppState, request: RequestInfo) -> Response {
-    let auth_state = state.clone();
-    document(&state, &request, move |space, request| async move {
-        let account = auth::authenticate(&auth_state, &space, &request).await?;
-        Ok(Credential::Authenticated(Box::new(account)))
-    })
-    .await
+    document(&state, request, Presented::Authentication).await
+}
+
+/// What a document route's URL carries.
+enum Presented {
+    /// `/provisioning`.
+    Nothing,
+    /// `/provisioning/{token}`.
+    Token(String),
+    /// `/provisioning/auth_token/{token}`.
+    AuthToken(String),
+    /// `/provisioning/me`: the credentials are in the headers, checked in the request's space.
+    Authentication,
 }
 
 /// Resolves the space, obtains the credential, runs the pipeline and renders the outcome.
-async fn document<F, Fut>(state: &AppState, request: &RequestInfo, credential: F) -> Response
-where
-    F: FnOnce(Space, RequestInfo) -> Fut,
-    Fut: std::future::Future<Output = Result<Credential, AppError>>,
-{
+async fn document(state: &AppState, request: RequestInfo, presented: Presented) -> Response {
     let mut served_by = None;
     let result = async {
-        let space = space::resolve(state.store.as_ref(), &request.host).await?;
-        served_by = Some(space.domain.clone());
-        let credential = credential(space.clone(), request.clone()).await?;
+        let space = space::resolve(state, &request.host).await?;
+        served_by = Some(space.space.domain.clone());
+        let credential = match presented {
+            Presented::Nothing => Credential::Anonymous,
+            Presented::Token(token) => Credential::ProvisioningToken(token),
+            Presented::AuthToken(token) => Credential::AuthToken(token),
+            Presented::Authentication => {
+                let bundle = auth::authenticate_bundle(state, &space.space, &request).await?;
+                Credential::Authenticated(Box::new(bundle))
+            }
+        };
         pipeline::provision(state, &space, request, &credential).await
     }
     .await;
@@ -127,12 +132,12 @@ where
 async fn provisioning_qrcode(token: String, state: AppState, request: RequestInfo) -> Response {
     let mut served_by = None;
     let result = async {
-        let space = space::resolve(state.store.as_ref(), &request.host).await?;
-        served_by = Some(space.domain.clone());
+        let space = space::resolve(&state, &request.host).await?;
+        served_by = Some(space.space.domain.clone());
         check_provisioning_token(&state, &token, now_ms()).await?;
         let url = provisioning_url(
             &state,
-            &space,
+            &space.space,
             &request,
             &token,
             request.has_query(RESET_PASSWORD),

@@ -7,9 +7,9 @@ use crate::http::provisioning::{png_blocking, provisioning_url};
 use crate::http::{edge, reply, request_info, with_state};
 use crate::model::now_ms;
 use crate::pipeline::identity::check_provisioning_token;
-use crate::pipeline::request::{RequestInfo, RouteKind};
 use crate::pipeline::reset::RESET_PASSWORD;
 use crate::pipeline::space;
+use crate::request::{RequestInfo, RouteKind};
 use crate::state::AppState;
 use base64::Engine as _;
 use warp::Filter;
@@ -36,18 +36,18 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 async fn wizard(token: String, state: AppState, request: RequestInfo) -> Response {
     let mut served_by = None;
     let result = async {
-        let space = space::resolve(state.store.as_ref(), &request.host).await?;
-        served_by = Some(space.domain.clone());
+        let space = space::resolve(&state, &request.host).await?;
+        served_by = Some(space.space.domain.clone());
         check_provisioning_token(&state, &token, now_ms()).await?;
         let url = provisioning_url(
             &state,
-            &space,
+            &space.space,
             &request,
             &token,
             request.has_query(RESET_PASSWORD),
         );
         let png = png_blocking(url.clone()).await?;
-        Ok::<_, AppError>(page(&space.name, &url, &png))
+        Ok::<_, AppError>(page(&space.space.name, &url, &png))
     }
     .await;
     let mut response = match result {

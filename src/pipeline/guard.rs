@@ -4,7 +4,7 @@
 
 use crate::error::AppError;
 use crate::model::{HeaderMode, Space};
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 
 /// Header every liblinphone ≥ 5.3 sends with its provisioning GET.
 pub const PROVISIONING_HEADER: &str = "x-linphone-provisioning";
@@ -35,7 +35,7 @@ pub fn is_linphone_user_agent(ua: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::request::RouteKind;
+    use crate::request::RouteKind;
 
     fn request(headers: &[(&str, &str)]) -> RequestInfo {
         let mut r = RequestInfo::synthetic("h", "/provisioning/x", RouteKind::Token);

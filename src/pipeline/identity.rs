@@ -1,11 +1,16 @@
-//! Stage 3 — identity: who the document is for. Reads the credential and the store; writes
-//! nothing (a refused or failed request burns no token). Errors: 404 for an unknown, used or
-//! superseded token, 410 for an expired one, 403 for a blocked account.
+//! Stage 3 — identity: who the document is for. Reads the credential and the store, in one
+//! round trip: a token or key resolves to its state, the account and its passwords together
+//! ([`crate::store::Store::token_identity`] and friends). Writes nothing (a refused or failed
+//! request burns no token). Errors: 404 for an unknown, used or superseded token, 410 for an
+//! expired one, 403 for a blocked account.
 
+use crate::document::PreparedSpace;
 use crate::error::AppError;
-use crate::model::{Account, Password, Space};
+use crate::model::{Account, Password};
 use crate::secret::{fingerprint, hash_secret};
 use crate::state::AppState;
+use crate::store::{AccountBundle, TokenState};
+use std::sync::Arc;
 
 /// What the request presents.
 #[derive(Debug, Clone)]
@@ -16,8 +21,9 @@ pub enum Credential {
     ProvisioningToken(String),
     /// `GET /provisioning/auth_token/{token}`: an attached QR-login auth token.
     AuthToken(String),
-    /// `GET /provisioning/me`: an account already authenticated by the HTTP layer.
-    Authenticated(Box<Account>),
+    /// `GET /provisioning/me`: an account already authenticated by the HTTP layer, with the
+    /// passwords read in the same round trip.
+    Authenticated(Box<AccountBundle>),
 }
 
 impl Credential {
@@ -35,8 +41,8 @@ impl Credential {
 pub struct Identity {
     /// The account, if any.
     pub account: Option<Account>,
-    /// The account's own space (realm, algorithm, ui flags).
-    pub account_space: Option<Space>,
+    /// The account's own space (realm, algorithm, ui flags), from the snapshot.
+    pub account_space: Option<Arc<PreparedSpace>>,
     /// The account's stored passwords.
     pub passwords: Vec<Password>,
 }
@@ -47,31 +53,33 @@ pub async fn resolve(
     credential: &Credential,
     now: i64,
 ) -> Result<Identity, AppError> {
-    let account = match credential {
+    let bundle = match credential {
         Credential::Anonymous => return Ok(Identity::default()),
         Credential::ProvisioningToken(token) => {
-            let account_id = check_provisioning_token(state, token, now).await?;
-            load_account(state, account_id).await?
+            let found = state.store.token_identity(&hash_secret(token)).await?;
+            let (token_state, bundle) = found.unzip();
+            judge_provisioning_token(token, token_state, now)?;
+            bundle.ok_or_else(not_found)?
         }
         Credential::AuthToken(token) => {
             let not_before = now - state.settings.auth_token_ttl_minutes * 60_000;
             let found = state
                 .store
-                .auth_token(&hash_secret(token), not_before)
+                .auth_token_identity(&hash_secret(token), not_before)
                 .await?;
-            let Some(account_id) = found.and_then(|t| t.account_id) else {
+            let Some((_, bundle)) = found else {
                 tracing::info!(token_fp = %fingerprint(token), "auth token unknown, expired or not attached");
                 return Err(not_found());
             };
-            load_account(state, account_id).await?
+            bundle
         }
-        Credential::Authenticated(account) => account.as_ref().clone(),
+        Credential::Authenticated(bundle) => bundle.as_ref().clone(),
     };
+    let AccountBundle { account, passwords } = bundle;
     if account.blocked {
         return Err(AppError::Forbidden("Account blocked".to_string()));
     }
-    let account_space = state.store.space_by_domain(&account.domain).await?;
-    let passwords = state.store.passwords(account.id).await?;
+    let account_space = state.spaces.by_domain(&account.domain);
     Ok(Identity {
         account: Some(account),
         account_space,
@@ -80,13 +88,23 @@ pub async fn resolve(
 }
 
 /// Checks a provisioning token as the QR, wizard and provisioning routes all need it: it must
-/// exist, be unused and be its account's latest (404), and not be expired (410).
+/// exist, be unused and be its account's latest (404), and not be expired (410). Returns its
+/// account's id.
 pub async fn check_provisioning_token(
     state: &AppState,
     token: &str,
     now: i64,
 ) -> Result<i64, AppError> {
     let found = state.store.provisioning_token(&hash_secret(token)).await?;
+    judge_provisioning_token(token, found, now)
+}
+
+/// The rule of [`check_provisioning_token`] over a token's state as read.
+fn judge_provisioning_token(
+    token: &str,
+    found: Option<TokenState>,
+    now: i64,
+) -> Result<i64, AppError> {
     let Some(t) = found.filter(|t| !t.used && t.current) else {
         tracing::info!(token_fp = %fingerprint(token), "provisioning token unknown, used or superseded");
         return Err(not_found());
@@ -98,10 +116,7 @@ pub async fn check_provisioning_token(
     Ok(t.account_id)
 }
 
-async fn load_account(state: &AppState, id: i64) -> Result<Account, AppError> {
-    state.store.account(id).await?.ok_or_else(not_found)
-}
-
+/// The answer to every unknown or unusable credential (the same for all, so it tells nothing).
 fn not_found() -> AppError {
     AppError::NotFound("Not Found".to_string())
 }

@@ -6,7 +6,7 @@
 
 use crate::model::{NewPassword, Space};
 use crate::pipeline::identity::Identity;
-use crate::pipeline::request::RequestInfo;
+use crate::request::RequestInfo;
 use crate::secret::{hash_password, new_password};
 
 /// Query key that asks for a reset (FlexiAPI's spelling).
@@ -22,7 +22,10 @@ pub fn prepare(
     if !request.has_query(RESET_PASSWORD) {
         return None;
     }
-    let space = who.account_space.as_ref().unwrap_or(request_space);
+    let space = who
+        .account_space
+        .as_ref()
+        .map_or(request_space, |s| &s.space);
     Some(hash_password(
         space.password_algorithm,
         &account.username,

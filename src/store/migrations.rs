@@ -15,6 +15,10 @@ pub const SQLITE: &[(&str, &str)] = &[
         "V2__consume_owner",
         include_str!("../../schema/sqlite/V2__consume_owner.sql"),
     ),
+    (
+        "V3__change_feed",
+        include_str!("../../schema/sqlite/V3__change_feed.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, in order: (name, SQL).
@@ -26,6 +30,10 @@ pub const POSTGRES: &[(&str, &str)] = &[
     (
         "V2__consume_owner",
         include_str!("../../schema/postgres/V2__consume_owner.sql"),
+    ),
+    (
+        "V3__change_feed",
+        include_str!("../../schema/postgres/V3__change_feed.sql"),
     ),
 ];
 

@@ -28,10 +28,32 @@ macro_rules! account_columns {
     };
 }
 
+/// The columns of [`AccountBundle`] for PostgreSQL: the account `a` (as
+/// [`account_columns!`]), its dictionary and its passwords as parallel arrays, so a token, a
+/// key or an identity resolves to everything in one statement.
+macro_rules! pg_bundle_columns {
+    () => {
+        "a.id, a.username, a.domain, a.email, a.display_name, a.phone, a.activated, a.blocked, \
+         a.admin, a.dtmf_protocol, a.ip_address, a.user_agent, a.created_at, a.updated_at, \
+         ARRAY(SELECT d.key FROM account_dictionary d WHERE d.account_id = a.id ORDER BY d.key) \
+         AS dictionary_keys, \
+         ARRAY(SELECT d.value FROM account_dictionary d WHERE d.account_id = a.id ORDER BY d.key) \
+         AS dictionary_values, \
+         ARRAY(SELECT p.id FROM passwords p WHERE p.account_id = a.id ORDER BY p.id) \
+         AS password_ids, \
+         ARRAY(SELECT p.algorithm FROM passwords p WHERE p.account_id = a.id ORDER BY p.id) \
+         AS password_algorithms, \
+         ARRAY(SELECT p.ha1 FROM passwords p WHERE p.account_id = a.id ORDER BY p.id) \
+         AS password_ha1s"
+    };
+}
+
+pub mod changes;
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_file;
+pub mod writer;
 
 use crate::model::{Account, NewPassword, Password, Space};
 use async_trait::async_trait;
@@ -166,6 +188,49 @@ pub struct ApiKeyRecord {
     pub requests: i64,
 }
 
+impl ApiKeyRecord {
+    /// Whether the key may be used by a request from `ip` at `now`, when its latest use is
+    /// `last_use` (the stored [`ApiKeyRecord::last_used_at`], or a later use not yet written:
+    /// see `crate::auth::usage`): its IP binding, if any, must match, and it must not have been
+    /// idle for its lifetime (user keys: `user_key_ttl_minutes`, 0 = never; admin keys: their
+    /// own `expires_after_minutes`, 0 = never). It dies at the instant last use + lifetime.
+    pub fn accepts(
+        &self,
+        ip: Option<&str>,
+        last_use: i64,
+        now: i64,
+        user_key_ttl_minutes: i64,
+    ) -> bool {
+        if self.ip.as_deref().is_some_and(|bound| ip != Some(bound)) {
+            return false;
+        }
+        let lifetime = self.expires_after_minutes.unwrap_or(user_key_ttl_minutes);
+        lifetime == 0
+            || last_use.max(self.last_used_at) > now.saturating_sub(lifetime.saturating_mul(60_000))
+    }
+}
+
+/// Uses of one API key not yet written: the latest one and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiKeyUse {
+    /// The key's id.
+    pub id: i64,
+    /// Latest use (unix ms); the stored value only ever moves forward.
+    pub last_used_at: i64,
+    /// Uses to add to the key's count.
+    pub requests: i64,
+}
+
+/// An account with everything a document or an authentication needs about it, read in one
+/// round trip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountBundle {
+    /// The account, dictionary included.
+    pub account: Account,
+    /// Its stored passwords, by id.
+    pub passwords: Vec<Password>,
+}
+
 /// A new API key to store.
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
@@ -255,6 +320,37 @@ impl PurgeCounts {
     }
 }
 
+/// A notice from the change feed ([`Store::change_feed`]): data of `topic` changed and its
+/// version is now `version`. Topic `"*"` with version -1 ([`Change::reload_all`]) means that
+/// notices may have been lost (the feed (re)connected): reload everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What changed: `"spaces"` (issue 11 adds hook scripts), or `"*"` for everything.
+    pub topic: String,
+    /// The topic's version after the change (as [`Store::change_version`] reads it); -1 for `*`.
+    pub version: i64,
+}
+
+impl Change {
+    /// The topic of every table whose rows the `spaces` snapshot holds.
+    pub const SPACES: &'static str = "spaces";
+    /// The topic meaning "anything may have changed".
+    pub const ALL: &'static str = "*";
+
+    /// The "reload everything" notice sent after every (re)connect of the feed.
+    pub fn reload_all() -> Change {
+        Change {
+            topic: Change::ALL.to_string(),
+            version: -1,
+        }
+    }
+
+    /// Whether a holder of `topic`'s data must reload on this notice.
+    pub fn concerns(&self, topic: &str) -> bool {
+        self.topic == topic || self.topic == Change::ALL
+    }
+}
+
 /// Outcome of checking a Digest response's opaque/nonce/nc against the stored challenge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
@@ -297,6 +393,24 @@ pub trait Store: Send + Sync {
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
 
+    // ---- change feed (src/store/changes.rs) -------------------------------------------------
+
+    /// Current version of a change topic (`"spaces"`; issue 11 adds hook scripts): cheap, one
+    /// indexed read, for the periodic coherence check. Every committed write of the topic's
+    /// rows, by any process, increases it (in the writer's transaction). 0 for a topic the
+    /// schema does not know. Read it *before* loading the data, so a change in between is
+    /// seen again at the next check rather than missed.
+    async fn change_version(&self, topic: &str) -> StoreResult<i64>;
+
+    /// Notices of changes made by any process (PostgreSQL LISTEN/NOTIFY on a dedicated
+    /// connection that reconnects with backoff; after every (re)connect a `Change { topic:
+    /// "*", version: -1 }` "reload everything" notice is sent). SQLite: `None` (the periodic
+    /// check covers other processes; this process refreshes in-process after its own writes).
+    /// The first call starts the listener (on the current tokio runtime; `None` outside one);
+    /// it stops when the store is dropped. A receiver that lags (`RecvError::Lagged`) must
+    /// reload, as for `*`.
+    fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<Change>>;
+
     // ---- spaces ---------------------------------------------------------------------------
 
     /// Creates a space; `Conflict` if its domain, host or name is taken.
@@ -325,6 +439,12 @@ pub trait Store: Send + Sync {
         username: &str,
         domain: &str,
     ) -> StoreResult<Option<Account>>;
+    /// The account `username@domain` with its passwords, in one round trip (Digest).
+    async fn account_bundle_by_identity(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> StoreResult<Option<AccountBundle>>;
     /// A page of accounts (by id), optionally of one domain, and the total count.
     async fn list_accounts(
         &self,
@@ -363,6 +483,12 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<()>;
     /// Reads a token's state without changing it; `None` if unknown.
     async fn provisioning_token(&self, token_hash: &[u8]) -> StoreResult<Option<TokenState>>;
+    /// A token's state and its account with passwords, in one round trip, changing nothing;
+    /// `None` if unknown. The caller judges the state (used, current, expired).
+    async fn token_identity(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<(TokenState, AccountBundle)>>;
     /// In one transaction: marks the token used by `by`, but only if it is unused, current
     /// and not expired at `now`; activates its account; and, with `reset`, replaces the
     /// account's passwords. Returns the account id to exactly one caller, `None` to every
@@ -392,6 +518,13 @@ pub trait Store: Send + Sync {
         token_hash: &[u8],
         not_before: i64,
     ) -> StoreResult<Option<AuthTokenState>>;
+    /// An unspent auth token minted after `not_before` AND attached, with its account and
+    /// passwords, in one round trip; `None` if unknown, spent, older or not attached.
+    async fn auth_token_identity(
+        &self,
+        token_hash: &[u8],
+        not_before: i64,
+    ) -> StoreResult<Option<(AuthTokenState, AccountBundle)>>;
     /// Attaches a fresh (minted after `not_before`) unattached token to the account; false otherwise.
     async fn attach_auth_token(
         &self,
@@ -437,16 +570,40 @@ pub trait Store: Send + Sync {
     /// Stores a key; a user key (`expires_after_minutes = None`) replaces the account's previous
     /// user key. Returns its id.
     async fn create_api_key(&self, key: &NewApiKey, now: i64) -> StoreResult<i64>;
-    /// Accepts a key if it exists, its IP binding (if any) equals `ip`, and it has not expired
-    /// (user keys: unused for `user_key_ttl_minutes`, 0 = never; admin keys: their own
-    /// setting); then records the use. Returns the owner's id.
+    /// A key and its owner with passwords, in one round trip, writing nothing (the use is
+    /// recorded later, in a batch: [`Store::record_api_key_uses`]); `None` if unknown. The
+    /// caller judges it with [`ApiKeyRecord::accepts`].
+    async fn api_key_identity(
+        &self,
+        key_hash: &[u8],
+    ) -> StoreResult<Option<(ApiKeyRecord, AccountBundle)>>;
+    /// Adds a batch of uses in one write: each key's `last_used_at` becomes the later of the
+    /// stored and the given instant, its count grows by `requests`. Keys deleted meanwhile are
+    /// skipped.
+    async fn record_api_key_uses(&self, uses: &[ApiKeyUse]) -> StoreResult<()>;
+    /// Checks a key ([`ApiKeyRecord::accepts`]) and records the use at once, unbatched; returns
+    /// the owner's id. For tools and tests: the server batches uses (`crate::auth::usage`).
     async fn authenticate_api_key(
         &self,
         key_hash: &[u8],
         ip: Option<&str>,
         now: i64,
         user_key_ttl_minutes: i64,
-    ) -> StoreResult<Option<i64>>;
+    ) -> StoreResult<Option<i64>> {
+        let Some((key, _)) = self.api_key_identity(key_hash).await? else {
+            return Ok(None);
+        };
+        if !key.accepts(ip, key.last_used_at, now, user_key_ttl_minutes) {
+            return Ok(None);
+        }
+        self.record_api_key_uses(&[ApiKeyUse {
+            id: key.id,
+            last_used_at: now,
+            requests: 1,
+        }])
+        .await?;
+        Ok(Some(key.account_id))
+    }
     /// The account's keys, by id.
     async fn api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>>;
 

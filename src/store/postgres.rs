@@ -8,11 +8,13 @@
 //!
 //! The code is kept statement for statement parallel to [`super::sqlite`].
 
+use super::changes::Listener;
 use super::migrations;
 use super::sqlite::apply_account_update;
 use super::{
-    AccountUpdate, ApiKeyRecord, AuthTokenState, ConsumeId, NewAccount, NewApiKey, NonceCheck,
-    PurgeCounts, PurgeRules, Store, StoreError, StoreResult, TokenState,
+    AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuthTokenState, Change, ConsumeId,
+    NewAccount, NewApiKey, NonceCheck, PurgeCounts, PurgeRules, Store, StoreError, StoreResult,
+    TokenState,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::{Context as _, anyhow};
@@ -45,6 +47,10 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct PostgresStore {
     /// Connections; statements are cached per connection.
     pool: Pool,
+    /// The pool's connection settings, for the change feed's own connection.
+    config: tokio_postgres::Config,
+    /// The change feed's listener, started by the first [`Store::change_feed`] call.
+    listener: std::sync::OnceLock<Listener>,
 }
 
 impl PostgresStore {
@@ -70,7 +76,7 @@ impl PostgresStore {
             config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -84,7 +90,11 @@ impl PostgresStore {
             .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .context("cannot build the PostgreSQL connection pool")?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            config,
+            listener: std::sync::OnceLock::new(),
+        };
         store
             .ping()
             .await
@@ -99,6 +109,12 @@ impl PostgresStore {
     /// dropped at its next checkout. Waiting for a connection is bounded by [`POOL_TIMEOUT`].
     async fn client(&self) -> StoreResult<Client> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Backend process id of the change feed's listening connection, `None` before the first
+    /// [`Store::change_feed`] call and while it reconnects: for diagnostics and fault tests.
+    pub fn change_feed_backend_pid(&self) -> Option<i32> {
+        self.listener.get().and_then(Listener::backend_pid)
     }
 }
 
@@ -343,6 +359,46 @@ fn account_from_row(row: &Row) -> StoreResult<Account> {
     })
 }
 
+/// Builds an account with its dictionary and passwords from a row of [`pg_bundle_columns!`].
+fn bundle_from_row(row: &Row) -> StoreResult<AccountBundle> {
+    let mut account = account_from_row(row)?;
+    let keys: Vec<String> = row.try_get("dictionary_keys")?;
+    let values: Vec<String> = row.try_get("dictionary_values")?;
+    account.dictionary = keys.into_iter().zip(values).collect();
+    let ids: Vec<i64> = row.try_get("password_ids")?;
+    let algorithms: Vec<String> = row.try_get("password_algorithms")?;
+    let ha1s: Vec<String> = row.try_get("password_ha1s")?;
+    let passwords = ids
+        .into_iter()
+        .zip(algorithms)
+        .zip(ha1s)
+        .map(|((id, algorithm), ha1)| {
+            Ok(Password {
+                id,
+                account_id: account.id,
+                algorithm: algorithm
+                    .parse()
+                    .map_err(|e: String| StoreError::Backend(format!("column algorithm: {e}")))?,
+                ha1,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(AccountBundle { account, passwords })
+}
+
+/// Builds an API key record from a row with its columns prefixed `key_`.
+fn api_key_from_row(row: &Row) -> StoreResult<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("key_id")?,
+        account_id: row.try_get("key_account_id")?,
+        name: row.try_get("key_name")?,
+        ip: row.try_get("key_ip")?,
+        expires_after_minutes: row.try_get("key_expires_after_minutes")?,
+        last_used_at: row.try_get("key_last_used_at")?,
+        requests: row.try_get("key_requests")?,
+    })
+}
+
 /// Reads the dictionaries of several accounts in one round trip.
 async fn load_dictionaries(
     c: &impl GenericClient,
@@ -467,6 +523,30 @@ impl Store for PostgresStore {
         let stmt = client.prepare_cached("SELECT 1").await?;
         client.query_one(&stmt, &[]).await?;
         Ok(())
+    }
+
+    // ---- change feed ----------------------------------------------------------------------
+
+    async fn change_version(&self, topic: &str) -> StoreResult<i64> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT COALESCE((SELECT version FROM changes WHERE topic = $1), 0)")
+            .await?;
+        Ok(client.query_one(&stmt, &[&topic]).await?.try_get(0)?)
+    }
+
+    fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        if let Some(listener) = self.listener.get() {
+            return Some(listener.subscribe());
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mut first = None;
+        let listener = self.listener.get_or_init(|| {
+            let (listener, receiver) = Listener::start(&runtime, self.config.clone());
+            first = Some(receiver);
+            listener
+        });
+        Some(first.unwrap_or_else(|| listener.subscribe()))
     }
 
     // ---- spaces ---------------------------------------------------------------------------
@@ -667,6 +747,26 @@ impl Store for PostgresStore {
         Ok(account)
     }
 
+    async fn account_bundle_by_identity(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> StoreResult<Option<AccountBundle>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                pg_bundle_columns!(),
+                " FROM accounts a WHERE a.username = $1 AND a.domain = $2"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&username, &domain])
+            .await?
+            .map(|row| bundle_from_row(&row))
+            .transpose()
+    }
+
     async fn list_accounts(
         &self,
         domain: Option<&str>,
@@ -850,6 +950,38 @@ impl Store for PostgresStore {
             .transpose()
     }
 
+    async fn token_identity(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<(TokenState, AccountBundle)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT t.account_id AS token_account_id, t.created_at AS token_created_at, ",
+                "t.expires_at AS token_expires_at, t.used_at IS NOT NULL AS token_used, ",
+                "COALESCE(t.used_at IS NULL AND t.id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
+                "WHERE o.account_id = t.account_id), FALSE) AS token_current, ",
+                pg_bundle_columns!(),
+                " FROM provisioning_tokens t JOIN accounts a ON a.id = t.account_id ",
+                "WHERE t.token_hash = $1"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&token_hash])
+            .await?
+            .map(|row| {
+                let state = TokenState {
+                    account_id: row.try_get("token_account_id")?,
+                    created_at: row.try_get("token_created_at")?,
+                    expires_at: row.try_get("token_expires_at")?,
+                    used: row.try_get("token_used")?,
+                    current: row.try_get("token_current")?,
+                };
+                Ok((state, bundle_from_row(&row)?))
+            })
+            .transpose()
+    }
+
     async fn consume_provisioning_token(
         &self,
         token_hash: &[u8],
@@ -857,45 +989,15 @@ impl Store for PostgresStore {
         reset: Option<&NewPassword>,
         by: &ConsumeId,
     ) -> StoreResult<Option<i64>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // Unused, current (the account's unused token with the highest id) and, when it
-        // expires, not yet at its expiry instant. Concurrent consumers block on the row and
-        // then fail `used_at IS NULL`.
-        let consume = tx
-            .prepare_cached(concat!(
-                "UPDATE provisioning_tokens SET used_at = $2, used_by = $3 ",
-                "WHERE token_hash = $1 AND used_at IS NULL ",
-                "AND (expires_at IS NULL OR expires_at > $2) ",
-                "AND id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
-                "WHERE o.account_id = provisioning_tokens.account_id) ",
-                "RETURNING account_id"
-            ))
-            .await?;
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(CONSUME_PROVISIONING_TOKEN).await?;
+        let (algorithm, ha1) = reset_params(reset);
         let by = by.0.as_slice();
-        let Some(row) = tx.query_opt(&consume, &[&token_hash, &now, &by]).await? else {
-            // Already ours: an earlier attempt with this id committed (its answer was lost).
-            let ours = tx
-                .prepare_cached(
-                    "SELECT account_id FROM provisioning_tokens WHERE token_hash = $1 AND used_by = $2",
-                )
-                .await?;
-            return tx
-                .query_opt(&ours, &[&token_hash, &by])
-                .await?
-                .map(|row| Ok(row.try_get(0)?))
-                .transpose();
-        };
-        let account_id: i64 = row.try_get(0)?;
-        let activate = tx
-            .prepare_cached("UPDATE accounts SET activated = TRUE, updated_at = $2 WHERE id = $1")
-            .await?;
-        tx.execute(&activate, &[&account_id, &now]).await?;
-        if let Some(password) = reset {
-            write_passwords(&tx, account_id, std::slice::from_ref(password)).await?;
-        }
-        tx.commit().await?;
-        Ok(Some(account_id))
+        client
+            .query_opt(&stmt, &[&token_hash, &now, &by, &algorithm, &ha1])
+            .await?
+            .map(|row| Ok(row.try_get(0)?))
+            .transpose()
     }
 
     // ---- auth tokens (QR login) -----------------------------------------------------------
@@ -942,6 +1044,34 @@ impl Store for PostgresStore {
             .transpose()
     }
 
+    async fn auth_token_identity(
+        &self,
+        token_hash: &[u8],
+        not_before: i64,
+    ) -> StoreResult<Option<(AuthTokenState, AccountBundle)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT t.created_at AS token_created_at, ",
+                pg_bundle_columns!(),
+                " FROM auth_tokens t JOIN accounts a ON a.id = t.account_id ",
+                "WHERE t.token_hash = $1 AND t.created_at > $2 AND t.used_at IS NULL"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&token_hash, &not_before])
+            .await?
+            .map(|row| {
+                let bundle = bundle_from_row(&row)?;
+                let state = AuthTokenState {
+                    account_id: Some(bundle.account.id),
+                    created_at: row.try_get("token_created_at")?,
+                };
+                Ok((state, bundle))
+            })
+            .transpose()
+    }
+
     async fn attach_auth_token(
         &self,
         token_hash: &[u8],
@@ -969,37 +1099,18 @@ impl Store for PostgresStore {
         reset: Option<&NewPassword>,
         by: &ConsumeId,
     ) -> StoreResult<Option<i64>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let consume = tx
-            .prepare_cached(concat!(
-                "UPDATE auth_tokens SET used_at = $3, used_by = $4 ",
-                "WHERE token_hash = $1 AND account_id IS NOT NULL AND created_at > $2 ",
-                "AND used_at IS NULL RETURNING account_id"
-            ))
-            .await?;
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(CONSUME_AUTH_TOKEN).await?;
+        let (algorithm, ha1) = reset_params(reset);
         let by = by.0.as_slice();
-        let Some(row) = tx
-            .query_opt(&consume, &[&token_hash, &not_before, &now, &by])
+        client
+            .query_opt(
+                &stmt,
+                &[&token_hash, &not_before, &now, &by, &algorithm, &ha1],
+            )
             .await?
-        else {
-            let ours = tx
-                .prepare_cached(
-                    "SELECT account_id FROM auth_tokens WHERE token_hash = $1 AND used_by = $2",
-                )
-                .await?;
-            return tx
-                .query_opt(&ours, &[&token_hash, &by])
-                .await?
-                .map(|row| Ok(row.try_get(0)?))
-                .transpose();
-        };
-        let account_id: i64 = row.try_get(0)?;
-        if let Some(password) = reset {
-            write_passwords(&tx, account_id, std::slice::from_ref(password)).await?;
-        }
-        tx.commit().await?;
-        Ok(Some(account_id))
+            .map(|row| Ok(row.try_get(0)?))
+            .transpose()
     }
 
     // ---- API keys -------------------------------------------------------------------------
@@ -1047,31 +1158,47 @@ impl Store for PostgresStore {
         Ok(id)
     }
 
-    async fn authenticate_api_key(
+    async fn api_key_identity(
         &self,
         key_hash: &[u8],
-        ip: Option<&str>,
-        now: i64,
-        user_key_ttl_minutes: i64,
-    ) -> StoreResult<Option<i64>> {
+    ) -> StoreResult<Option<(ApiKeyRecord, AccountBundle)>> {
         let client = self.client().await?;
-        // One statement: the check and the use record cannot be separated. A key dies at
-        // last use + its lifetime (user keys: the server-wide TTL; admin keys: their own).
         let stmt = client
             .prepare_cached(concat!(
-                "UPDATE api_keys SET last_used_at = $3, requests = requests + 1 ",
-                "WHERE key_hash = $1 AND (ip IS NULL OR ip = $2) AND CASE ",
-                "WHEN expires_after_minutes IS NULL ",
-                "THEN $4::BIGINT = 0 OR last_used_at + $4::BIGINT * 60000 > $3 ",
-                "ELSE expires_after_minutes = 0 OR last_used_at + expires_after_minutes * 60000 > $3 ",
-                "END RETURNING account_id"
+                "SELECT k.id AS key_id, k.account_id AS key_account_id, k.name AS key_name, ",
+                "k.ip AS key_ip, k.expires_after_minutes AS key_expires_after_minutes, ",
+                "k.last_used_at AS key_last_used_at, k.requests AS key_requests, ",
+                pg_bundle_columns!(),
+                " FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1"
             ))
             .await?;
         client
-            .query_opt(&stmt, &[&key_hash, &ip, &now, &user_key_ttl_minutes])
+            .query_opt(&stmt, &[&key_hash])
             .await?
-            .map(|row| Ok(row.try_get(0)?))
+            .map(|row| Ok((api_key_from_row(&row)?, bundle_from_row(&row)?)))
             .transpose()
+    }
+
+    async fn record_api_key_uses(&self, uses: &[ApiKeyUse]) -> StoreResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = uses.iter().map(|u| u.id).collect();
+        let last: Vec<i64> = uses.iter().map(|u| u.last_used_at).collect();
+        let requests: Vec<i64> = uses.iter().map(|u| u.requests).collect();
+        let client = self.client().await?;
+        // One statement for the whole batch; rows are locked in id order, so two instances
+        // flushing overlapping batches cannot deadlock.
+        let stmt = client
+            .prepare_cached(concat!(
+                "UPDATE api_keys k SET last_used_at = GREATEST(k.last_used_at, u.last_used_at), ",
+                "requests = k.requests + u.requests ",
+                "FROM (SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::BIGINT[]) ",
+                "AS u(id, last_used_at, requests) ORDER BY id) u WHERE k.id = u.id"
+            ))
+            .await?;
+        client.execute(&stmt, &[&ids, &last, &requests]).await?;
+        Ok(())
     }
 
     async fn api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
@@ -1201,6 +1328,69 @@ impl Store for PostgresStore {
         })
     }
 }
+
+/// The NULL-or-value parameters of an optional password reset (algorithm, HA1).
+fn reset_params(reset: Option<&NewPassword>) -> (Option<&'static str>, Option<&str>) {
+    (
+        reset.map(|p| p.algorithm.as_str()),
+        reset.map(|p| p.ha1.as_str()),
+    )
+}
+
+/// The whole consume of a provisioning token, one statement and so one round trip and one
+/// atomic unit: mark the token used by `$3` if it is unused, current (the account's token with
+/// the highest id) and not expired at `$2`; activate its account; with a reset (`$4`
+/// algorithm, `$5` HA1) make that the account's only password. When no token was marked, the
+/// account of a token already used by `$3` is returned (an earlier attempt of this request
+/// committed but its answer was lost), else nothing.
+///
+/// Concurrent consumers block on the token row; under READ COMMITTED the one that waited
+/// re-checks `used_at IS NULL` against the committed row and marks nothing, so exactly one
+/// wins. The reset writes rows no other part of the statement touches (an upsert of the new
+/// algorithm's row, a delete of the others), so their order inside the statement is moot.
+const CONSUME_PROVISIONING_TOKEN: &str = concat!(
+    "WITH consumed AS (",
+    "UPDATE provisioning_tokens SET used_at = $2, used_by = $3 ",
+    "WHERE token_hash = $1 AND used_at IS NULL ",
+    "AND (expires_at IS NULL OR expires_at > $2) ",
+    "AND id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
+    "WHERE o.account_id = provisioning_tokens.account_id) ",
+    "RETURNING account_id), ",
+    "activated AS (",
+    "UPDATE accounts SET activated = TRUE, updated_at = $2 ",
+    "WHERE id IN (SELECT account_id FROM consumed) RETURNING id), ",
+    "reset AS (",
+    "INSERT INTO passwords (account_id, algorithm, ha1) ",
+    "SELECT account_id, $4::TEXT, $5::TEXT FROM consumed WHERE $4::TEXT IS NOT NULL ",
+    "ON CONFLICT (account_id, algorithm) DO UPDATE SET ha1 = EXCLUDED.ha1 RETURNING id), ",
+    "others AS (",
+    "DELETE FROM passwords WHERE $4::TEXT IS NOT NULL AND algorithm <> $4::TEXT ",
+    "AND account_id IN (SELECT account_id FROM consumed) RETURNING id) ",
+    "SELECT account_id FROM consumed ",
+    "UNION ALL SELECT account_id FROM provisioning_tokens ",
+    "WHERE token_hash = $1 AND used_by = $3 AND NOT EXISTS (SELECT 1 FROM consumed)"
+);
+
+/// The whole redemption of an auth token, one statement, as [`CONSUME_PROVISIONING_TOKEN`]:
+/// mark it spent at `$3` by `$4` if it is unspent, attached and minted after `$2`; with a
+/// reset (`$5`, `$6`) make that its account's only password; else the account of a token
+/// already spent by `$4`.
+const CONSUME_AUTH_TOKEN: &str = concat!(
+    "WITH consumed AS (",
+    "UPDATE auth_tokens SET used_at = $3, used_by = $4 ",
+    "WHERE token_hash = $1 AND account_id IS NOT NULL AND created_at > $2 ",
+    "AND used_at IS NULL RETURNING account_id), ",
+    "reset AS (",
+    "INSERT INTO passwords (account_id, algorithm, ha1) ",
+    "SELECT account_id, $5::TEXT, $6::TEXT FROM consumed WHERE $5::TEXT IS NOT NULL ",
+    "ON CONFLICT (account_id, algorithm) DO UPDATE SET ha1 = EXCLUDED.ha1 RETURNING id), ",
+    "others AS (",
+    "DELETE FROM passwords WHERE $5::TEXT IS NOT NULL AND algorithm <> $5::TEXT ",
+    "AND account_id IN (SELECT account_id FROM consumed) RETURNING id) ",
+    "SELECT account_id FROM consumed ",
+    "UNION ALL SELECT account_id FROM auth_tokens ",
+    "WHERE token_hash = $1 AND used_by = $4 AND NOT EXISTS (SELECT 1 FROM consumed)"
+);
 
 /// Expired auth tokens; a spent one only once its use is as old (see [`PurgeRules`]).
 const PURGE_AUTH_TOKENS: &str = concat!(

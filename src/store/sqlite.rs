@@ -1,50 +1,65 @@
-//! Embedded SQLite backend, the zero-set-up default: one file in the data directory, a small
-//! pool of connections (WAL mode, so readers never block the single writer).
+//! Embedded SQLite backend, the zero-set-up default: one file in the data directory, in WAL
+//! mode, so readers never block the writer nor the writer the readers.
 //!
-//! Every connection gets `busy_timeout`, `journal_mode = WAL` and `foreign_keys = ON` from a
-//! pool post-create hook, so cascades always work. `synchronous` stays at its default (FULL):
-//! a consumed token must stay consumed across a power loss. Writes that must be
-//! atomic run in `BEGIN IMMEDIATE` transactions: the write lock is taken before the first read,
-//! so of several concurrent consumers exactly one sees the row still unused.
+//! Writes go to one writer connection on its own thread, fed by a queue
+//! ([`super::writer`]): the writes of this process never compete for SQLite's write lock, so
+//! they never busy-wait, and several queued writes commit together (one fsync). Each write job
+//! keeps its own atomicity (a savepoint) and sees the committed state of every job before it,
+//! so of several concurrent consumers of a token exactly one finds it unused. Reads run on a
+//! pool of `query_only` connections, each read in its own snapshot.
+//!
+//! Every connection gets `busy_timeout` (another process, such as the CLI, may hold the write
+//! lock for a moment) and `foreign_keys = ON`, so cascades always work. `synchronous` stays at
+//! its default (FULL): a consumed token must stay consumed across a power loss.
 //!
 //! The code is kept statement for statement parallel to [`super::postgres`].
 
 use super::migrations;
+use super::writer::Writer;
 use super::{
-    AccountUpdate, ApiKeyRecord, AuthTokenState, ConsumeId, NewAccount, NewApiKey, NonceCheck,
-    PurgeCounts, PurgeRules, Store, StoreError, StoreResult, TokenState,
+    AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuthTokenState, Change, ConsumeId,
+    NewAccount, NewApiKey, NonceCheck, PurgeCounts, PurgeRules, Store, StoreError, StoreResult,
+    TokenState,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use deadpool_sqlite::rusqlite::types::Value;
 use deadpool_sqlite::rusqlite::{
-    self, Connection, OptionalExtension, Params, Row, Statement, Transaction, TransactionBehavior,
-    params, params_from_iter,
+    self, Connection, OptionalExtension, Params, Row, Statement, params, params_from_iter,
 };
 use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// Per-connection settings. `busy_timeout` comes first so that switching a new database file to
-/// WAL waits for a concurrent opener instead of failing.
-const CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 5000;
+/// Settings of the writer connection. `busy_timeout` comes first so that switching a new
+/// database file to WAL waits for a concurrent opener (another process) instead of failing.
+const WRITER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000;
 PRAGMA journal_mode = WAL;
 PRAGMA foreign_keys = ON;";
 
-/// How long a caller waits for a free pooled connection before the request fails.
+/// Settings of every reading connection: they can never write (`query_only`), so no request
+/// path but the writer's ever takes the write lock.
+const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 5000;
+PRAGMA foreign_keys = ON;
+PRAGMA query_only = ON;";
+
+/// How long a caller waits for a free reading connection before the request fails.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 
-/// The SQLite store: a pool of connections to one database file.
+/// The SQLite store: one writer thread and a pool of reading connections on one file.
 pub struct SqliteStore {
-    /// Connections, each initialised with [`CONNECTION_PRAGMAS`].
-    pool: Pool,
+    /// Reading connections, each initialised with [`READER_PRAGMAS`].
+    readers: Pool,
+    /// The only writing connection of this process.
+    writer: Writer,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and its parent directory, and
-    /// checks that a connection works, so a bad path fails at start-up.
+    /// checks that a connection works, so a bad path fails at start-up. `pool_size` reading
+    /// connections, plus the writer.
     pub async fn open(path: &Path, pool_size: usize) -> anyhow::Result<SqliteStore> {
         let shown = path.to_string_lossy();
         if shown.contains("://") {
@@ -53,18 +68,28 @@ impl SqliteStore {
             );
         }
         if shown.starts_with(":memory:") {
-            // Every pooled connection would get its own, different, empty database.
+            // Every connection would get its own, different, empty database.
             anyhow::bail!("in-memory SQLite is not supported; give a file path");
         }
         // Directory 0700, file 0600 before SQLite opens it: it holds HA1s.
         super::sqlite_file::prepare(path)?;
-        let pool = Config::new(path)
+        let owned = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || {
+            let conn = Connection::open(&owned)?;
+            conn.execute_batch(WRITER_PRAGMAS)?;
+            Ok::<_, rusqlite::Error>(conn)
+        })
+        .await
+        .context("opening the SQLite writer")?
+        .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+        let writer = Writer::start(conn).context("cannot start the SQLite writer thread")?;
+        let readers = Config::new(path)
             .builder(Runtime::Tokio1)?
             .max_size(pool_size.max(1))
             .wait_timeout(Some(POOL_WAIT))
             .post_create(Hook::async_fn(|conn, _| {
                 Box::pin(async move {
-                    conn.interact(|c| c.execute_batch(CONNECTION_PRAGMAS))
+                    conn.interact(|c| c.execute_batch(READER_PRAGMAS))
                         .await
                         .map_err(|e| HookError::message(e.to_string()))?
                         .map_err(HookError::Backend)
@@ -72,7 +97,7 @@ impl SqliteStore {
             }))
             .build()
             .context("cannot build the SQLite connection pool")?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore { readers, writer };
         store
             .ping()
             .await
@@ -80,22 +105,31 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Runs `f` on a pooled connection, on a blocking thread.
-    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    /// Runs `f` on a reading connection, on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = self.pool.get().await.map_err(|e| match e {
+        let conn = self.readers.get().await.map_err(|e| match e {
             deadpool_sqlite::PoolError::Timeout(_) => {
                 StoreError::Unavailable(format!("sqlite pool: {e}"))
             }
             e => StoreError::Backend(format!("sqlite pool: {e}")),
         })?;
-        // A connection task that panicked or was aborted may have done its work or not.
         conn.interact(f)
             .await
             .map_err(|e| StoreError::Unavailable(format!("sqlite connection task: {e}")))?
+    }
+
+    /// Runs `f` on the writer (see [`super::writer`]): committed when this returns `Ok`;
+    /// an `Err` from `f` leaves nothing of it written.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write(f).await
     }
 }
 
@@ -147,11 +181,6 @@ fn conflict_message(message: &str) -> String {
         _ => "record",
     };
     format!("{what} already exists")
-}
-
-/// Starts a transaction that takes the write lock immediately (see the module doc).
-fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
 }
 
 /// Runs a query expected to return at most one row and maps it.
@@ -290,9 +319,41 @@ fn load_dictionary(conn: &Connection, account_id: i64) -> StoreResult<BTreeMap<S
     Ok(pairs.into_iter().collect())
 }
 
+/// Reads one account's passwords, by id.
+fn load_passwords(conn: &Connection, account_id: i64) -> StoreResult<Vec<Password>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, account_id, algorithm, ha1 FROM passwords WHERE account_id = ?1 ORDER BY id",
+    )?;
+    query_all(&mut stmt, [account_id], |row| {
+        Ok(Password {
+            id: row.get("id")?,
+            account_id: row.get("account_id")?,
+            algorithm: parse_column(row, "algorithm")?,
+            ha1: row.get("ha1")?,
+        })
+    })
+}
+
+/// Completes an account read by a join (without its dictionary) into a bundle, on the same
+/// connection and in the caller's read transaction: no network, so a few indexed statements
+/// cost microseconds.
+fn complete_bundle(conn: &Connection, mut account: Account) -> StoreResult<AccountBundle> {
+    account.dictionary = load_dictionary(conn, account.id)?;
+    let passwords = load_passwords(conn, account.id)?;
+    Ok(AccountBundle { account, passwords })
+}
+
+/// Prefixes every column of [`account_columns!`] with `a.`, for joins.
+macro_rules! joined_account_columns {
+    () => {
+        "a.id, a.username, a.domain, a.email, a.display_name, a.phone, a.activated, a.blocked, \
+         a.admin, a.dtmf_protocol, a.ip_address, a.user_agent, a.created_at, a.updated_at"
+    };
+}
+
 /// Replaces one account's dictionary (inside the caller's transaction).
 fn write_dictionary(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     account_id: i64,
     dictionary: &BTreeMap<String, String>,
 ) -> StoreResult<()> {
@@ -308,11 +369,7 @@ fn write_dictionary(
 }
 
 /// Replaces one account's passwords (inside the caller's transaction).
-fn write_passwords(
-    tx: &Transaction<'_>,
-    account_id: i64,
-    passwords: &[NewPassword],
-) -> StoreResult<()> {
+fn write_passwords(tx: &Connection, account_id: i64, passwords: &[NewPassword]) -> StoreResult<()> {
     tx.prepare_cached("DELETE FROM passwords WHERE account_id = ?1")?
         .execute([account_id])?;
     let mut insert = tx
@@ -347,8 +404,9 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    /// The read pool (the writer is one dedicated connection, always open).
     fn pool_status(&self) -> super::PoolStatus {
-        let s = self.pool.status();
+        let s = self.readers.status();
         super::PoolStatus {
             max_size: s.max_size,
             size: s.size,
@@ -358,22 +416,41 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<Vec<String>> {
-        self.run(|c| Ok(migrations::apply_sqlite(c)?)).await
+        self.writer
+            .alone(|c| Ok(migrations::apply_sqlite(c)?))
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.run(|c| {
+        self.read(|c| {
             c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
             Ok(())
         })
         .await
     }
 
+    // ---- change feed ----------------------------------------------------------------------
+
+    async fn change_version(&self, topic: &str) -> StoreResult<i64> {
+        let topic = topic.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT COALESCE((SELECT version FROM changes WHERE topic = ?1), 0)",
+            )?
+            .query_row([topic], |row| row.get(0))?)
+        })
+        .await
+    }
+
+    fn change_feed(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+
     // ---- spaces ---------------------------------------------------------------------------
 
     async fn create_space(&self, space: &Space) -> StoreResult<Space> {
         let values = space_values(space);
-        self.run(move |c| {
+        self.write(move |c| {
             let mut stmt = c.prepare_cached(concat!(
                 "INSERT INTO spaces (",
                 "domain, host, name, super_space, realm, password_algorithm, base_rc, ",
@@ -396,7 +473,7 @@ impl Store for SqliteStore {
 
     async fn update_space(&self, space: &Space) -> StoreResult<Space> {
         let values = space_values(space);
-        self.run(move |c| {
+        self.write(move |c| {
             let mut stmt = c.prepare_cached(concat!(
                 "UPDATE spaces SET host = ?2, name = ?3, super_space = ?4, realm = ?5, ",
                 "password_algorithm = ?6, base_rc = ?7, custom_entries = ?8, overwrite_all = ?9, ",
@@ -418,7 +495,7 @@ impl Store for SqliteStore {
 
     async fn delete_space(&self, domain: &str) -> StoreResult<bool> {
         let domain = domain.to_string();
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c
                 .prepare_cached("DELETE FROM spaces WHERE domain = ?1")?
                 .execute([domain])?;
@@ -429,7 +506,7 @@ impl Store for SqliteStore {
 
     async fn space_by_domain(&self, domain: &str) -> StoreResult<Option<Space>> {
         let domain = domain.to_string();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(concat!(
                 "SELECT ",
                 space_columns!(),
@@ -442,7 +519,7 @@ impl Store for SqliteStore {
 
     async fn space_by_host(&self, host: &str) -> StoreResult<Option<Space>> {
         let host = host.to_string();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(concat!(
                 "SELECT ",
                 space_columns!(),
@@ -454,7 +531,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_spaces(&self) -> StoreResult<Vec<Space>> {
-        self.run(|c| {
+        self.read(|c| {
             let mut stmt = c.prepare_cached(concat!(
                 "SELECT ",
                 space_columns!(),
@@ -469,8 +546,7 @@ impl Store for SqliteStore {
 
     async fn create_account(&self, new: &NewAccount, now: i64) -> StoreResult<Account> {
         let new = new.clone();
-        self.run(move |c| {
-            let tx = immediate(c)?;
+        self.write(move |tx| {
             let space_exists = tx
                 .prepare_cached("SELECT 1 FROM spaces WHERE domain = ?1")?
                 .query_row([&new.domain], |_| Ok(()))
@@ -513,9 +589,8 @@ impl Store for SqliteStore {
             if tombstoned {
                 return Err(StoreError::Conflict("account already exists".into()));
             }
-            write_dictionary(&tx, account.id, &new.dictionary)?;
-            write_passwords(&tx, account.id, &new.passwords)?;
-            tx.commit()?;
+            write_dictionary(tx, account.id, &new.dictionary)?;
+            write_passwords(tx, account.id, &new.passwords)?;
             account.dictionary = new.dictionary;
             Ok(account)
         })
@@ -523,7 +598,7 @@ impl Store for SqliteStore {
     }
 
     async fn account(&self, id: i64) -> StoreResult<Option<Account>> {
-        self.run(move |c| {
+        self.read(move |c| {
             let tx = c.transaction()?;
             let account = load_account(&tx, id)?;
             tx.commit()?;
@@ -538,7 +613,7 @@ impl Store for SqliteStore {
         domain: &str,
     ) -> StoreResult<Option<Account>> {
         let (username, domain) = (username.to_string(), domain.to_string());
-        self.run(move |c| {
+        self.read(move |c| {
             let tx = c.transaction()?;
             let mut stmt = tx.prepare_cached(concat!(
                 "SELECT ",
@@ -560,6 +635,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn account_bundle_by_identity(
+        &self,
+        username: &str,
+        domain: &str,
+    ) -> StoreResult<Option<AccountBundle>> {
+        let (username, domain) = (username.to_string(), domain.to_string());
+        self.read(move |c| {
+            let tx = c.transaction()?;
+            let mut stmt = tx.prepare_cached(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE username = ?1 AND domain = ?2"
+            ))?;
+            let found = query_opt(&mut stmt, [username, domain], account_from_row)?;
+            drop(stmt);
+            let bundle = found.map(|a| complete_bundle(&tx, a)).transpose()?;
+            tx.commit()?;
+            Ok(bundle)
+        })
+        .await
+    }
+
     async fn list_accounts(
         &self,
         domain: Option<&str>,
@@ -568,7 +665,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<(Vec<Account>, i64)> {
         let domain = domain.map(str::to_string);
         let (offset, limit) = (offset.max(0), limit.max(0));
-        self.run(move |c| {
+        self.read(move |c| {
             // One read transaction, so the page and the total come from the same snapshot.
             let tx = c.transaction()?;
             let mut page = tx.prepare_cached(concat!(
@@ -598,9 +695,8 @@ impl Store for SqliteStore {
         now: i64,
     ) -> StoreResult<Option<Account>> {
         let update = update.clone();
-        self.run(move |c| {
-            let tx = immediate(c)?;
-            let Some(mut account) = load_account(&tx, id)? else {
+        self.write(move |tx| {
+            let Some(mut account) = load_account(tx, id)? else {
                 return Ok(None);
             };
             apply_account_update(&mut account, update, now);
@@ -620,16 +716,14 @@ impl Store for SqliteStore {
                 account.admin,
                 account.updated_at,
             ])?;
-            write_dictionary(&tx, id, &account.dictionary)?;
-            tx.commit()?;
+            write_dictionary(tx, id, &account.dictionary)?;
             Ok(Some(account))
         })
         .await
     }
 
     async fn delete_account(&self, id: i64, now: i64) -> StoreResult<bool> {
-        self.run(move |c| {
-            let tx = immediate(c)?;
+        self.write(move |tx| {
             let identity: Option<(String, String)> = tx
                 .prepare_cached("DELETE FROM accounts WHERE id = ?1 RETURNING username, domain")?
                 .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -642,27 +736,13 @@ impl Store for SqliteStore {
                 "VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"
             ))?
             .execute(params![username, domain, now])?;
-            tx.commit()?;
             Ok(true)
         })
         .await
     }
 
     async fn passwords(&self, account_id: i64) -> StoreResult<Vec<Password>> {
-        self.run(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, account_id, algorithm, ha1 FROM passwords WHERE account_id = ?1 ORDER BY id",
-            )?;
-            query_all(&mut stmt, [account_id], |row| {
-                Ok(Password {
-                    id: row.get("id")?,
-                    account_id: row.get("account_id")?,
-                    algorithm: parse_column(row, "algorithm")?,
-                    ha1: row.get("ha1")?,
-                })
-            })
-        })
-        .await
+        self.read(move |c| load_passwords(c, account_id)).await
     }
 
     async fn replace_passwords(
@@ -671,8 +751,7 @@ impl Store for SqliteStore {
         passwords: &[NewPassword],
     ) -> StoreResult<()> {
         let passwords = passwords.to_vec();
-        self.run(move |c| {
-            let tx = immediate(c)?;
+        self.write(move |tx| {
             let exists = tx
                 .prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?
                 .query_row([account_id], |_| Ok(()))
@@ -681,8 +760,7 @@ impl Store for SqliteStore {
             if !exists {
                 return Err(StoreError::NotFound);
             }
-            write_passwords(&tx, account_id, &passwords)?;
-            tx.commit()?;
+            write_passwords(tx, account_id, &passwords)?;
             Ok(())
         })
         .await
@@ -698,7 +776,7 @@ impl Store for SqliteStore {
         expires_at: Option<i64>,
     ) -> StoreResult<()> {
         let token_hash = token_hash.to_vec();
-        self.run(move |c| {
+        self.write(move |c| {
             c.prepare_cached(concat!(
                 "INSERT INTO provisioning_tokens (account_id, token_hash, created_at, expires_at) ",
                 "VALUES (?1, ?2, ?3, ?4)"
@@ -711,7 +789,7 @@ impl Store for SqliteStore {
 
     async fn provisioning_token(&self, token_hash: &[u8]) -> StoreResult<Option<TokenState>> {
         let token_hash = token_hash.to_vec();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(concat!(
                 "SELECT t.account_id, t.created_at, t.expires_at, t.used_at IS NOT NULL AS used, ",
                 "COALESCE(t.used_at IS NULL AND t.id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
@@ -731,6 +809,42 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn token_identity(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<(TokenState, AccountBundle)>> {
+        let token_hash = token_hash.to_vec();
+        self.read(move |c| {
+            let tx = c.transaction()?;
+            let mut stmt = tx.prepare_cached(concat!(
+                "SELECT t.account_id AS token_account_id, t.created_at AS token_created_at, ",
+                "t.expires_at AS token_expires_at, t.used_at IS NOT NULL AS token_used, ",
+                "COALESCE(t.used_at IS NULL AND t.id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
+                "WHERE o.account_id = t.account_id), 0) AS token_current, ",
+                joined_account_columns!(),
+                " FROM provisioning_tokens t JOIN accounts a ON a.id = t.account_id ",
+                "WHERE t.token_hash = ?1"
+            ))?;
+            let found = query_opt(&mut stmt, [token_hash], |row| {
+                let state = TokenState {
+                    account_id: row.get("token_account_id")?,
+                    created_at: row.get("token_created_at")?,
+                    expires_at: row.get("token_expires_at")?,
+                    used: row.get("token_used")?,
+                    current: row.get("token_current")?,
+                };
+                Ok((state, account_from_row(row)?))
+            })?;
+            drop(stmt);
+            let identity = found
+                .map(|(state, account)| Ok::<_, StoreError>((state, complete_bundle(&tx, account)?)))
+                .transpose()?;
+            tx.commit()?;
+            Ok(identity)
+        })
+        .await
+    }
+
     async fn consume_provisioning_token(
         &self,
         token_hash: &[u8],
@@ -741,8 +855,7 @@ impl Store for SqliteStore {
         let token_hash = token_hash.to_vec();
         let reset = reset.cloned();
         let by = by.0;
-        self.run(move |c| {
-            let tx = immediate(c)?;
+        self.write(move |tx| {
             // Unused, current (the account's unused token with the highest id) and, when it
             // expires, not yet at its expiry instant.
             let account_id: Option<i64> = tx
@@ -768,9 +881,8 @@ impl Store for SqliteStore {
             tx.prepare_cached("UPDATE accounts SET activated = 1, updated_at = ?2 WHERE id = ?1")?
                 .execute(params![account_id, now])?;
             if let Some(password) = reset {
-                write_passwords(&tx, account_id, &[password])?;
+                write_passwords(tx, account_id, &[password])?;
             }
-            tx.commit()?;
             Ok(Some(account_id))
         })
         .await
@@ -787,7 +899,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let token_hash = token_hash.to_vec();
         let (ip, user_agent) = (ip.map(str::to_string), user_agent.map(str::to_string));
-        self.run(move |c| {
+        self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO auth_tokens (token_hash, ip, user_agent, created_at) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -803,7 +915,7 @@ impl Store for SqliteStore {
         not_before: i64,
     ) -> StoreResult<Option<AuthTokenState>> {
         let token_hash = token_hash.to_vec();
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT account_id, created_at FROM auth_tokens WHERE token_hash = ?1 AND created_at > ?2 AND used_at IS NULL",
             )?;
@@ -817,6 +929,42 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn auth_token_identity(
+        &self,
+        token_hash: &[u8],
+        not_before: i64,
+    ) -> StoreResult<Option<(AuthTokenState, AccountBundle)>> {
+        let token_hash = token_hash.to_vec();
+        self.read(move |c| {
+            let tx = c.transaction()?;
+            let mut stmt = tx.prepare_cached(concat!(
+                "SELECT t.created_at AS token_created_at, ",
+                joined_account_columns!(),
+                " FROM auth_tokens t JOIN accounts a ON a.id = t.account_id ",
+                "WHERE t.token_hash = ?1 AND t.created_at > ?2 AND t.used_at IS NULL"
+            ))?;
+            let found = query_opt(&mut stmt, params![token_hash, not_before], |row| {
+                Ok((
+                    row.get::<_, i64>("token_created_at")?,
+                    account_from_row(row)?,
+                ))
+            })?;
+            drop(stmt);
+            let identity = found
+                .map(|(created_at, account)| {
+                    let state = AuthTokenState {
+                        account_id: Some(account.id),
+                        created_at,
+                    };
+                    Ok::<_, StoreError>((state, complete_bundle(&tx, account)?))
+                })
+                .transpose()?;
+            tx.commit()?;
+            Ok(identity)
+        })
+        .await
+    }
+
     async fn attach_auth_token(
         &self,
         token_hash: &[u8],
@@ -824,7 +972,7 @@ impl Store for SqliteStore {
         not_before: i64,
     ) -> StoreResult<bool> {
         let token_hash = token_hash.to_vec();
-        self.run(move |c| {
+        self.write(move |c| {
             let n = c
                 .prepare_cached(concat!(
                     "UPDATE auth_tokens SET account_id = ?2 ",
@@ -847,8 +995,7 @@ impl Store for SqliteStore {
         let token_hash = token_hash.to_vec();
         let reset = reset.cloned();
         let by = by.0;
-        self.run(move |c| {
-            let tx = immediate(c)?;
+        self.write(move |tx| {
             let account_id: Option<i64> = tx
                 .prepare_cached(concat!(
                     "UPDATE auth_tokens SET used_at = ?3, used_by = ?4 ",
@@ -866,9 +1013,8 @@ impl Store for SqliteStore {
                     .optional()?);
             };
             if let Some(password) = reset {
-                write_passwords(&tx, account_id, &[password])?;
+                write_passwords(tx, account_id, &[password])?;
             }
-            tx.commit()?;
             Ok(Some(account_id))
         })
         .await
@@ -878,8 +1024,7 @@ impl Store for SqliteStore {
 
     async fn create_api_key(&self, key: &NewApiKey, now: i64) -> StoreResult<i64> {
         let key = key.clone();
-        self.run(move |c| {
-            let tx = immediate(c)?;
+        self.write(move |tx| {
             let exists = tx
                 .prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?
                 .query_row([key.account_id], |_| Ok(()))
@@ -911,42 +1056,68 @@ impl Store for SqliteStore {
                     ],
                     |row| row.get(0),
                 )?;
-            tx.commit()?;
             Ok(id)
         })
         .await
     }
 
-    async fn authenticate_api_key(
+    async fn api_key_identity(
         &self,
         key_hash: &[u8],
-        ip: Option<&str>,
-        now: i64,
-        user_key_ttl_minutes: i64,
-    ) -> StoreResult<Option<i64>> {
+    ) -> StoreResult<Option<(ApiKeyRecord, AccountBundle)>> {
         let key_hash = key_hash.to_vec();
-        let ip = ip.map(str::to_string);
-        self.run(move |c| {
-            // One statement: the check and the use record cannot be separated. A key dies at
-            // last use + its lifetime (user keys: the server-wide TTL; admin keys: their own).
-            let account_id = c
-                .prepare_cached(concat!(
-                    "UPDATE api_keys SET last_used_at = ?3, requests = requests + 1 ",
-                    "WHERE key_hash = ?1 AND (ip IS NULL OR ip = ?2) AND CASE ",
-                    "WHEN expires_after_minutes IS NULL ",
-                    "THEN ?4 = 0 OR last_used_at + ?4 * 60000 > ?3 ",
-                    "ELSE expires_after_minutes = 0 OR last_used_at + expires_after_minutes * 60000 > ?3 ",
-                    "END RETURNING account_id"
-                ))?
-                .query_row(params![key_hash, ip, now, user_key_ttl_minutes], |row| row.get(0))
-                .optional()?;
-            Ok(account_id)
+        self.read(move |c| {
+            let tx = c.transaction()?;
+            let mut stmt = tx.prepare_cached(concat!(
+                "SELECT k.id AS key_id, k.account_id AS key_account_id, k.name AS key_name, ",
+                "k.ip AS key_ip, k.expires_after_minutes AS key_expires_after_minutes, ",
+                "k.last_used_at AS key_last_used_at, k.requests AS key_requests, ",
+                joined_account_columns!(),
+                " FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = ?1"
+            ))?;
+            let found = query_opt(&mut stmt, [key_hash], |row| {
+                let key = ApiKeyRecord {
+                    id: row.get("key_id")?,
+                    account_id: row.get("key_account_id")?,
+                    name: row.get("key_name")?,
+                    ip: row.get("key_ip")?,
+                    expires_after_minutes: row.get("key_expires_after_minutes")?,
+                    last_used_at: row.get("key_last_used_at")?,
+                    requests: row.get("key_requests")?,
+                };
+                Ok((key, account_from_row(row)?))
+            })?;
+            drop(stmt);
+            let identity = found
+                .map(|(key, account)| Ok::<_, StoreError>((key, complete_bundle(&tx, account)?)))
+                .transpose()?;
+            tx.commit()?;
+            Ok(identity)
+        })
+        .await
+    }
+
+    async fn record_api_key_uses(&self, uses: &[ApiKeyUse]) -> StoreResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let uses = uses.to_vec();
+        // One write job: the whole batch commits together.
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "UPDATE api_keys SET last_used_at = MAX(last_used_at, ?2), ",
+                "requests = requests + ?3 WHERE id = ?1"
+            ))?;
+            for u in &uses {
+                stmt.execute(params![u.id, u.last_used_at, u.requests])?;
+            }
+            Ok(())
         })
         .await
     }
 
     async fn api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>> {
-        self.run(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(concat!(
                 "SELECT id, account_id, name, ip, expires_after_minutes, last_used_at, requests ",
                 "FROM api_keys WHERE account_id = ?1 ORDER BY id"
@@ -977,7 +1148,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> StoreResult<()> {
         let (nonce, opaque, ip) = (nonce.to_string(), opaque.to_string(), ip.to_string());
-        self.run(move |c| {
+        self.write(move |c| {
             c.prepare_cached(concat!(
                 "INSERT INTO digest_nonces (account_id, opaque, nonce, ip, nc, created_at) ",
                 "VALUES (?1, ?2, ?3, ?4, 0, ?5)"
@@ -998,8 +1169,7 @@ impl Store for SqliteStore {
         not_before: i64,
     ) -> StoreResult<NonceCheck> {
         let (opaque, nonce, ip) = (opaque.to_string(), nonce.to_string(), ip.to_string());
-        self.run(move |c| {
-            let tx = immediate(c)?;
+        self.write(move |tx| {
             let found: Option<(i64, i64)> = tx
                 .prepare_cached(concat!(
                     "SELECT id, nc FROM digest_nonces WHERE opaque = ?1 AND account_id = ?2 ",
@@ -1021,7 +1191,6 @@ impl Store for SqliteStore {
                     .execute([id, nc])?;
                 NonceCheck::Accepted
             };
-            tx.commit()?;
             Ok(outcome)
         })
         .await
@@ -1030,47 +1199,64 @@ impl Store for SqliteStore {
     async fn purge(&self, rules: &PurgeRules) -> StoreResult<PurgeCounts> {
         let rules = *rules;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        // One autocommit statement per table, as in the PostgreSQL store: each holds the write
-        // lock only for itself, so requests are never queued behind a whole pass.
-        self.run(move |c| {
-            let auth_tokens = c
-                .prepare_cached(concat!(
+        // One write job per table, as the PostgreSQL store runs one statement per table: each
+        // is atomic on its own, and requests queued meanwhile are served between them.
+        let auth_tokens = self
+            .write(move |c| {
+                Ok(c.prepare_cached(concat!(
                     "DELETE FROM auth_tokens WHERE created_at <= ?1 ",
                     "AND (used_at IS NULL OR used_at <= ?1)"
                 ))?
-                .execute([rules.auth_tokens_before])?;
-            let digest_nonces = c
-                .prepare_cached("DELETE FROM digest_nonces WHERE created_at <= ?1 OR (?2 AND nc = ?3)")?
-                .execute(params![rules.nonces_before, rules.answered_nonces, i64::MAX])?;
-            let api_keys = match rules.user_keys_idle_before {
-                Some(before) => c
-                    .prepare_cached(
+                .execute([rules.auth_tokens_before])?)
+            })
+            .await?;
+        let digest_nonces = self
+            .write(move |c| {
+                Ok(c.prepare_cached(
+                    "DELETE FROM digest_nonces WHERE created_at <= ?1 OR (?2 AND nc = ?3)",
+                )?
+                .execute(params![
+                    rules.nonces_before,
+                    rules.answered_nonces,
+                    i64::MAX
+                ])?)
+            })
+            .await?;
+        let api_keys = match rules.user_keys_idle_before {
+            Some(before) => {
+                self.write(move |c| {
+                    Ok(c.prepare_cached(
                         "DELETE FROM api_keys WHERE expires_after_minutes IS NULL AND last_used_at <= ?1",
                     )?
-                    .execute([before])?,
-                None => 0,
-            };
-            // The rule and why it keeps `current` right: postgres::PURGE_PROVISIONING_TOKENS.
-            // SQLite evaluates the WHERE clause over the table as it was before the statement.
-            let provisioning_tokens = match rules.tokens_retired_before {
-                Some(before) => c
-                    .prepare_cached(concat!(
+                    .execute([before])?)
+                })
+                .await?
+            }
+            None => 0,
+        };
+        // The rule and why it keeps `current` right: postgres::PURGE_PROVISIONING_TOKENS.
+        // SQLite evaluates the WHERE clause over the table as it was before the statement.
+        let provisioning_tokens = match rules.tokens_retired_before {
+            Some(before) => {
+                self.write(move |c| {
+                    Ok(c.prepare_cached(concat!(
                         "DELETE FROM provisioning_tokens AS t WHERE ",
                         "EXISTS (SELECT 1 FROM provisioning_tokens n ",
                         "WHERE n.account_id = t.account_id AND n.id > t.id AND n.created_at <= ?1) ",
                         "OR (t.used_at <= ?1 AND t.created_at <= ?1)"
                     ))?
-                    .execute([before])?,
-                None => 0,
-            };
-            Ok(PurgeCounts {
-                auth_tokens: count(auth_tokens),
-                digest_nonces: count(digest_nonces),
-                api_keys: count(api_keys),
-                provisioning_tokens: count(provisioning_tokens),
-            })
+                    .execute([before])?)
+                })
+                .await?
+            }
+            None => 0,
+        };
+        Ok(PurgeCounts {
+            auth_tokens: count(auth_tokens),
+            digest_nonces: count(digest_nonces),
+            api_keys: count(api_keys),
+            provisioning_tokens: count(provisioning_tokens),
         })
-        .await
     }
 }
 
@@ -1108,17 +1294,18 @@ pub(super) fn apply_account_update(account: &mut Account, update: AccountUpdate,
 mod tests {
     use super::*;
 
-    /// The pragmas are per connection, so every pooled connection must have them, not only
-    /// the first one.
+    /// The pragmas are per connection, so every reading connection must have them, not only
+    /// the first one; and none of them can write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_pooled_connection_is_configured() {
+    async fn every_reading_connection_is_configured() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db").join("x.sqlite3"), 4)
             .await
             .unwrap();
+        store.migrate().await.unwrap();
         let mut held = Vec::new();
         for _ in 0..4 {
-            held.push(store.pool.get().await.unwrap());
+            held.push(store.readers.get().await.unwrap());
         }
         for conn in &held {
             let settings = conn
@@ -1126,13 +1313,94 @@ mod tests {
                     let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
                     let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
                     let busy: i64 = c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
-                    Ok::<_, rusqlite::Error>((fk, mode, busy))
+                    let write = c.execute("DELETE FROM spaces", []).is_err();
+                    Ok::<_, rusqlite::Error>((fk, mode, busy, write))
                 })
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(settings, (1, "wal".to_string(), 5000));
+            assert_eq!(settings, (1, "wal".to_string(), 5000, true));
         }
+        let writer = store
+            .writer
+            .alone(|c| {
+                let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+                let busy: i64 = c.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
+                Ok((fk, busy))
+            })
+            .await
+            .unwrap();
+        assert_eq!(writer, (1, 5000));
+    }
+
+    /// A batch whose jobs fail, succeed and panic: each failing job leaves nothing, the others
+    /// commit, and each caller gets its own answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_jobs_keep_their_own_atomicity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(
+            SqliteStore::open(&dir.path().join("x.sqlite3"), 2)
+                .await
+                .unwrap(),
+        );
+        store.migrate().await.unwrap();
+        let insert = |c: &Connection, domain: &str| -> StoreResult<usize> {
+            Ok(c.execute(
+                "INSERT INTO spaces (domain, host, name, realm) VALUES (?1, ?1, ?1, ?1)",
+                [domain],
+            )?)
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let store = store.clone();
+            set.spawn(async move {
+                let domain = format!("d{i}.example");
+                let outcome = store
+                    .write(move |c| {
+                        insert(c, &domain)?;
+                        match i % 3 {
+                            0 => Ok(i),
+                            1 => Err(StoreError::Conflict(format!("job {i} refused"))),
+                            _ if i == 5 => panic!("job {i} panicked"),
+                            _ => {
+                                // A constraint failure after a write: the write goes too.
+                                insert(c, &domain)?;
+                                Ok(i)
+                            }
+                        }
+                    })
+                    .await;
+                (i, outcome)
+            });
+        }
+        for (i, outcome) in set.join_all().await {
+            match (i % 3, outcome) {
+                (0, Ok(n)) => assert_eq!(n, i),
+                (1, Err(StoreError::Conflict(m))) => assert_eq!(m, format!("job {i} refused")),
+                (2, Err(StoreError::Unavailable(_))) if i == 5 => {}
+                (2, Err(StoreError::Conflict(_))) => {}
+                (_, other) => panic!("job {i}: {other:?}"),
+            }
+        }
+        let mut domains: Vec<String> = store
+            .list_spaces()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.domain)
+            .collect();
+        domains.sort();
+        let mut wanted: Vec<String> = (0..60)
+            .filter(|i| i % 3 == 0)
+            .map(|i| format!("d{i}.example"))
+            .collect();
+        wanted.sort();
+        assert_eq!(domains, wanted);
+        // The writer survived the panic.
+        store
+            .create_space(&Space::new("after.example", "after.example"))
+            .await
+            .unwrap();
     }
 
     /// Mistyped URLs and `:memory:` fail at start instead of creating odd files.

@@ -80,15 +80,28 @@ impl TestApp {
         })
     }
 
-    /// Creates a space served on host `domain`, after `adjust`.
+    /// Creates a space served on host `domain`, after `adjust`; the server serves it at once.
     pub async fn space(&self, domain: &str, adjust: impl FnOnce(&mut Space)) -> Space {
         let mut space = Space::new(domain, domain);
         adjust(&mut space);
-        self.state
+        let created = self
+            .state
             .store
             .create_space(&space)
             .await
-            .expect("create space")
+            .expect("create space");
+        self.spaces_written().await;
+        created
+    }
+
+    /// After a test wrote spaces straight into the store (as the API does before it refreshes):
+    /// the server's snapshot catches up now rather than within the staleness bound.
+    pub async fn spaces_written(&self) {
+        self.state
+            .spaces
+            .refresh(provisio::spaces::Reason::Write)
+            .await
+            .expect("refresh the space snapshot");
     }
 
     /// Creates an account with a clear password hashed in the space's realm and algorithm.
@@ -125,7 +138,7 @@ impl TestApp {
 
     /// Mints a provisioning token (clear value).
     pub async fn token(&self, account: &Account) -> String {
-        app::mint_provisioning_token(&self.state.store, account)
+        provisio::tokens::mint_provisioning_token(self.state.store.as_ref(), account)
             .await
             .expect("mint token")
             .token

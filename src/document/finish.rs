@@ -1,4 +1,4 @@
-//! Stage 7 — finish: overwrite-all when the space asks for it, the value rule
+//! Finish: overwrite-all when the space asks for it, the value rule
 //! ([`crate::lpconfig::ValueError`]: no control character, line separator, U+FFFE or U+FFFF
 //! anywhere, since libxml2 would refuse the document and liblinphone's rc file would break),
 //! and XML rendering. Reads the document and space; writes the XML. Errors: 500 naming the

@@ -1,11 +1,12 @@
-//! Stage 5 — assembly, in FlexiAPI's order (reference §1.9): the space's base linphonerc, its
-//! custom entries, `misc/contacts-vcard-list`, `ui`, `proxy_0` with `reg_identity`, then one
-//! `auth_info_N` per password. Reads the spaces, account and passwords; writes the document and
-//! remembers where the hook points are. Errors: 500 if a stored INI no longer parses (spaces
-//! are validated when saved, so this means the database was edited by hand).
+//! Assembly, in FlexiAPI's order (reference §1.9): the request space's static part (base
+//! linphonerc, custom entries, `misc/contacts-vcard-list`, prepared once per snapshot), `ui`,
+//! `proxy_0` with `reg_identity`, then one `auth_info_N` per password. Reads the spaces,
+//! account and passwords; writes the document and remembers where the hook points are.
+//! Errors: 500 if a stored INI no longer parses ([`PreparedSpace::base`]).
 
+use super::PreparedSpace;
 use crate::error::AppError;
-use crate::lpconfig::{Config, ini};
+use crate::lpconfig::Config;
 use crate::model::{Account, Password, Space};
 
 /// The document and the sections hooks will be called on.
@@ -22,33 +23,12 @@ pub struct Assembled {
 /// Builds the document. `space` is the request's space (base rc, custom entries, vCard URL);
 /// `account_space` the account's (realm and `ui` flags), as FlexiAPI splits them.
 pub fn assemble(
-    space: &Space,
-    account_space: Option<&Space>,
+    space: &PreparedSpace,
+    account_space: Option<&PreparedSpace>,
     account: Option<&Account>,
     passwords: &[Password],
 ) -> Result<Assembled, AppError> {
-    let mut config = Config::new();
-    for (what, ini_text) in [
-        ("base_rc", space.base_rc.as_deref()),
-        ("custom_entries", space.custom_entries.as_deref()),
-    ] {
-        let Some(text) = ini_text.filter(|t| !t.trim().is_empty()) else {
-            continue;
-        };
-        let parsed = ini::parse(text).map_err(|e| {
-            AppError::Internal(format!("space {} has an invalid {what}: {e}", space.domain))
-        })?;
-        for section in parsed.sections {
-            let index = config.get_or_create(&section.name);
-            for entry in section.entries {
-                config.sections[index].set(&entry.name, entry.value, false);
-            }
-        }
-    }
-    if let Some(url) = space.vcard_list_url.as_deref().filter(|u| !u.is_empty()) {
-        let misc = config.get_or_create("misc");
-        config.sections[misc].set("contacts-vcard-list", url, false);
-    }
+    let mut config = space.base()?.clone();
     let Some(account) = account else {
         return Ok(Assembled {
             config,
@@ -57,12 +37,10 @@ pub fn assemble(
         });
     };
     let home = account_space.unwrap_or(space);
-    if config.position("ui").is_none() && account_space.is_some() {
-        let ui = config.push_section("ui");
-        for (key, value) in home.ui.entries() {
-            config.sections[ui].push(key, value);
-        }
+    if account_space.is_some() && !space.has_ui() {
+        config.sections.push(home.ui().clone());
     }
+    let realm = home.space.realm.as_str();
     let proxy = config.get_or_create("proxy_0");
     config.sections[proxy].push("reg_identity", account.full_identifier());
     let mut auth_info_sections = Vec::with_capacity(passwords.len());
@@ -72,7 +50,7 @@ pub fn assemble(
         section.push("username", account.username.as_str());
         section.push("domain", account.domain.as_str());
         section.push("ha1", password.ha1.as_str());
-        section.push("realm", home.realm.as_str());
+        section.push("realm", realm);
         section.push("algorithm", password.algorithm.as_str());
         auth_info_sections.push((index, password.clone()));
     }
@@ -81,6 +59,19 @@ pub fn assemble(
         proxy_section: Some(proxy),
         auth_info_sections,
     })
+}
+
+/// [`assemble`] from plain spaces, preparing them on the spot: for tools and benchmarks that
+/// hold a [`Space`] rather than a snapshot's [`PreparedSpace`].
+pub fn assemble_spaces(
+    space: &Space,
+    account_space: Option<&Space>,
+    account: Option<&Account>,
+    passwords: &[Password],
+) -> Result<Assembled, AppError> {
+    let prepared = PreparedSpace::new(space.clone());
+    let home = account_space.map(|s| PreparedSpace::new(s.clone()));
+    assemble(&prepared, home.as_ref(), account, passwords)
 }
 
 #[cfg(test)]
@@ -124,7 +115,7 @@ mod tests {
             algorithm: Algorithm::Sha256,
             ha1: "e372".into(),
         };
-        let a = assemble(&space, Some(&space), Some(&anna()), &[pw]).unwrap();
+        let a = assemble_spaces(&space, Some(&space), Some(&anna()), &[pw]).unwrap();
         assert_eq!(
             a.config.names(),
             vec!["sip", "proxy_0", "misc", "ui", "auth_info_0"]
@@ -150,7 +141,7 @@ mod tests {
     fn anonymous_has_no_account_sections() {
         let mut space = Space::new("d", "h");
         space.base_rc = Some("[sip]\nguess_hostname=1\n".into());
-        let a = assemble(&space, None, None, &[]).unwrap();
+        let a = assemble_spaces(&space, None, None, &[]).unwrap();
         assert_eq!(a.config.names(), vec!["sip"]);
         assert!(a.proxy_section.is_none());
     }
