@@ -158,9 +158,11 @@ pub async fn prepare(store: &DynStore, settings: &Settings) -> anyhow::Result<St
                 .await?
         }
     };
-    Ok(crate::tokens::mint_provisioning_token(store.as_ref(), &account)
-        .await?
-        .token)
+    Ok(
+        crate::tokens::mint_provisioning_token(store.as_ref(), &account)
+            .await?
+            .token,
+    )
 }
 
 /// What `demo` prints once the server listens: the links on `base`, the QR code of the

@@ -195,13 +195,14 @@ impl Spaces {
         if let Some(space) = self.current.load().for_host(host) {
             return Ok(space.clone());
         }
-        // A failed check is logged by `run`; the snapshot's answer stands.
-        if self.refresh(Reason::Miss).await.unwrap_or(false)
-            && let Some(space) = self.current.load().for_host(host)
-        {
-            return Ok(space.clone());
+        // A failed check is logged by `run`; the snapshot's answer stands. Look again whatever
+        // the check found: another refresh (a notice, the timer) may have swapped in a newer
+        // snapshot while this request was missing, leaving this one's check nothing to do.
+        let _ = self.refresh(Reason::Miss).await;
+        match self.current.load().for_host(host) {
+            Some(space) => Ok(space.clone()),
+            None => Err(AppError::NotFound("Host not configured".to_string())),
         }
-        Err(AppError::NotFound("Host not configured".to_string()))
     }
 
     /// Brings the snapshot up to date with the store: reads the version and reloads when it
