@@ -448,3 +448,53 @@ both_backends!(retention_purges_old_events, |app: TestApp| async move {
     assert_eq!(after[0]["detail"], "recent");
     app.stop().await;
 });
+
+/// A queue of two events under a thousand concurrent producers: none is dropped (producers wait
+/// for room), and stopping the writer writes everything still queued, on both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_waits_and_shutdown_writes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![format!(
+        "sqlite://{}",
+        dir.path().join("q.sqlite3").display()
+    )];
+    urls.extend(common::pg::fresh_postgres_url().await);
+    for url in urls {
+        let store = provisio::store::open(&url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        let sink = provisio::audit::Sink::new(2);
+        let writer = provisio::audit::Writer::start(&sink, store.clone()).expect("the queue");
+        assert!(
+            provisio::audit::Writer::start(&sink, store.clone()).is_none(),
+            "one writer per queue"
+        );
+        let producers: Vec<_> = (0..1000)
+            .map(|i| {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let event = provisio::audit::event(
+                        &provisio::audit::Actor::Cli,
+                        provisio::audit::action::SPACE_UPDATED,
+                    )
+                    .target(format!("s{i}.example"));
+                    sink.record(event).await;
+                })
+            })
+            .collect();
+        for p in producers {
+            p.await.unwrap();
+        }
+        writer.stop().await;
+        let events = store
+            .audit_events(&provisio::store::AuditQuery {
+                limit: 5000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let targets: std::collections::BTreeSet<String> =
+            events.iter().filter_map(|e| e.target.clone()).collect();
+        assert_eq!(events.len(), 1000, "{url}");
+        assert_eq!(targets.len(), 1000, "each event once");
+    }
+}
