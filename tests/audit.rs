@@ -223,6 +223,21 @@ both_backends!(
             .clone();
         assert_eq!(boss_json["last_provisioned_at"], Value::Null);
 
+        // A document with ?reset_password also records the reset (never the password).
+        let r = app
+            .provision(HOST, &format!("/provisioning/{qr_token}?reset_password"))
+            .header("user-agent", "LinphoneAndroid/5.1 (Pixel) LinphoneCore/5.3")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let reset = wait_events(&app, HOST, &boss_key, "action=password.reset", 1).await;
+        assert_eq!(reset[0]["account_id"], alice_id);
+        assert_eq!(reset[0]["detail"], "/provisioning/{token}");
+        assert_eq!(reset[0]["actor"], "anonymous");
+        let delivered = wait_events(&app, HOST, &boss_key, &query, 3).await;
+        assert_eq!(delivered.len(), 3, "{delivered:?}");
+
         // Management events name the acting admin.
         let r = call(
             &app,
@@ -271,9 +286,10 @@ both_backends!(
             .iter()
             .filter(|e| e["action"] == "document.delivered")
             .collect();
-        assert_eq!(cli_delivered.len(), 2, "{out}");
-        assert_eq!(cli_delivered[0], &delivered[0]);
-        assert_eq!(cli_delivered[1], &delivered[1]);
+        assert_eq!(cli_delivered.len(), 3, "{out}");
+        for (cli, api) in cli_delivered.iter().zip(&delivered) {
+            assert_eq!(*cli, api, "the CLI shows what the API shows");
+        }
         ok(&provisio(&app, &["token", identity, "--json"]));
         let out = ok(&provisio(
             &app,
