@@ -1,6 +1,6 @@
 //! Start-up wiring: settings → store (migrations applied before the listener binds) → space
 //! snapshot → hooks → HTTP server, and the background tasks that live as long as the server
-//! (space coherence, API-key use batches, housekeeping, hot reload).
+//! (space coherence, API-key use batches, audit-trail batches, housekeeping, hot reload).
 
 use crate::config::Settings;
 use crate::hooks::Hooks;
@@ -69,6 +69,7 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
         limits: Arc::new(Limits::new(&settings.rate_limit)),
         proxies: Arc::new(proxies),
         key_uses: Arc::new(crate::auth::usage::KeyUses::new()),
+        audit: crate::audit::Sink::default(),
         settings: Arc::new(settings),
         metrics,
     })
@@ -101,6 +102,7 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let flusher = key_use_flusher(&state);
+    let audit = crate::audit::Writer::start(&state.audit, state.store.clone());
     let fresh = state.spaces.keep_fresh();
     let task = tokio::spawn(async move {
         let served = crate::http::serve(listener, state, async move {
@@ -109,6 +111,9 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
         .await;
         drop::<KeepFresh>(fresh);
         flusher.stop().await;
+        if let Some(audit) = audit {
+            audit.stop().await;
+        }
         served
     });
     Ok(Running {
@@ -146,9 +151,13 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
     tracing::info!(addr = %local, store = state.store.backend(), "provisio listening");
     on_ready(local);
     let flusher = key_use_flusher(&state);
+    let audit = crate::audit::Writer::start(&state.audit, state.store.clone());
     let _fresh = state.spaces.keep_fresh();
     let served = crate::http::serve(listener, state, shutdown_signal()).await;
     flusher.stop().await;
+    if let Some(audit) = audit {
+        audit.stop().await;
+    }
     served
 }
 

@@ -103,6 +103,9 @@ pub enum Command {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
+    /// Show the audit trail: documents delivered (when, from where, which user agent) and
+    /// changes to accounts, keys and spaces, newest first.
+    Audit(crate::audit::cli::AuditArgs),
     /// Copy the embedded SQLite database to FILE (0600) while the server runs; PostgreSQL: pg_dump.
     Backup {
         /// Where to write the copy.
@@ -388,6 +391,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
             println!("{url}: ready");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(args) => crate::audit::cli::command(&settings, args).await,
         Command::Backup { file, force } => {
             println!("{}", crate::ops::backup(&settings, &file, force)?);
             Ok(ExitCode::SUCCESS)
@@ -477,6 +481,13 @@ async fn space_command(settings: &Settings, cmd: SpaceCommand) -> anyhow::Result
             crate::api::validate::space(&space)
                 .map_err(|e| anyhow::anyhow!("{}", describe_validation(&e)))?;
             let created = store.create_space(&space).await?;
+            crate::audit::record_cli(
+                &store,
+                crate::audit::action::SPACE_CREATED,
+                None,
+                &created.domain,
+            )
+            .await;
             if a.json {
                 println!(
                     "{}",
@@ -576,6 +587,13 @@ async fn account_command(settings: &Settings, cmd: AccountCommand) -> anyhow::Re
             crate::api::validate::new_account(&new, Some(&password), settings.min_password_length)
                 .map_err(|e| anyhow::anyhow!("{}", describe_validation(&e)))?;
             let account = store.create_account(&new, now_ms()).await?;
+            crate::audit::record_cli(
+                &store,
+                crate::audit::action::ACCOUNT_CREATED,
+                Some(&account),
+                "",
+            )
+            .await;
             if a.json {
                 let mut v =
                     crate::api::json::account(&account, &store.passwords(account.id).await?, None);
@@ -640,6 +658,13 @@ async fn account_command(settings: &Settings, cmd: AccountCommand) -> anyhow::Re
                 .update_account(account.id, &update, now_ms())
                 .await?
                 .with_context(|| format!("no account {identity}"))?;
+            crate::audit::record_cli(
+                &store,
+                crate::audit::action::ACCOUNT_UPDATED,
+                Some(&account),
+                "",
+            )
+            .await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&account.dictionary)?);
             } else {
@@ -670,6 +695,13 @@ async fn token_command(
         .await?
         .with_context(|| format!("no space {domain}"))?;
     let minted = tokens::mint(store.as_ref(), &space, &account).await?;
+    crate::audit::record_cli(
+        &store,
+        crate::audit::action::TOKEN_MINTED,
+        Some(&account),
+        "",
+    )
+    .await;
     let base = app::public_base(settings, &space);
     let mut url = format!("{base}/provisioning/{}", minted.token);
     if reset_password {

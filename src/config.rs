@@ -74,6 +74,9 @@ pub struct Settings {
     /// Days a used or superseded provisioning token is kept (for audits and support) before
     /// housekeeping deletes it (1 to 3650).
     pub token_retention_days: u32,
+    /// Days audit events are kept (who provisioned or changed what, from where) before
+    /// housekeeping deletes them (0 = keep forever, at most 36500).
+    pub audit_retention_days: u32,
     /// Log filter in `tracing` EnvFilter syntax (`RUST_LOG` wins when set).
     pub log: String,
     /// Log line format: `text` for people at a terminal, `json` (one object per line) for a
@@ -188,6 +191,7 @@ impl Default for Settings {
             shutdown_grace_seconds: 10,
             housekeeping_interval_seconds: 300,
             token_retention_days: 30,
+            audit_retention_days: 90,
             log: "info".to_string(),
             log_format: LogFormat::Text,
             metrics_listen: String::new(),
@@ -266,7 +270,7 @@ impl Settings {
         // Every number has a documented range (README, configuration table), so no arithmetic
         // on a configured number (`now ± ttl × 60 000`, pool sizes, sandbox limits) can
         // overflow or mean "unlimited" by accident.
-        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 25] = [
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 26] = [
             ("pool_size", self.pool_size as u64, 1..=1_024),
             (
                 "auth_token_ttl_minutes",
@@ -373,6 +377,11 @@ impl Settings {
                 "token_retention_days",
                 u64::from(self.token_retention_days),
                 1..=3_650,
+            ),
+            (
+                "audit_retention_days",
+                u64::from(self.audit_retention_days),
+                0..=36_500,
             ),
         ];
         for (key, value, range) in ranges {
@@ -623,6 +632,7 @@ mod tests {
             ("max_connections = 0", "`max_connections`"),
             ("keep_alive_seconds = 0", "`keep_alive_seconds`"),
             ("min_password_length = 129", "`min_password_length`"),
+            ("audit_retention_days = 36501", "`audit_retention_days`"),
             ("[hooks]\ndeadline_ms = 0", "`hooks.deadline_ms`"),
             (
                 "[hooks]\nmax_operations = 9223372036854775807",
@@ -638,6 +648,9 @@ mod tests {
         std::fs::write(&file, "min_password_length = 12\n").unwrap();
         let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
         assert_eq!(s.min_password_length, 12);
+        std::fs::write(&file, "audit_retention_days = 0\n").unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(s.audit_retention_days, 0, "0 keeps the audit trail forever");
 
         let missing = dir.path().join("missing.toml");
         assert!(Settings::load(Some(&missing), &Overrides::default()).is_err());

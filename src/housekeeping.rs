@@ -1,8 +1,9 @@
 //! Housekeeping: a background task that deletes rows no answer depends on any more, so tables
 //! stop growing with every anonymous auth token, Digest challenge and spent token. Each pass
 //! deletes expired auth tokens, expired or answered Digest challenges, user API keys past their
-//! idle lifetime, and provisioning tokens used or superseded more than `token_retention_days`
-//! ago ([`crate::store::Store::purge`] says why no answer changes).
+//! idle lifetime, provisioning tokens used or superseded more than `token_retention_days`
+//! ago ([`crate::store::Store::purge`] says why no answer changes), and audit events older than
+//! `audit_retention_days` (0 keeps them forever).
 //!
 //! Every instance runs it (`housekeeping_interval_seconds`, 0 = off): a pass is a few
 //! idempotent `DELETE`s, so instances sharing a database may overlap harmlessly, and one
@@ -49,6 +50,8 @@ pub fn rules(settings: &Settings, now: i64) -> PurgeRules {
         tokens_retired_before: Some(before(
             i64::from(settings.token_retention_days).saturating_mul(DAY_MS),
         )),
+        audit_events_before: (settings.audit_retention_days > 0)
+            .then(|| before(i64::from(settings.audit_retention_days).saturating_mul(DAY_MS))),
     }
 }
 
@@ -72,6 +75,7 @@ pub async fn run_once(store: &DynStore, settings: &Settings) -> Result<PurgeCoun
         digest_nonces = counts.digest_nonces,
         api_keys = counts.api_keys,
         provisioning_tokens = counts.provisioning_tokens,
+        audit_events = counts.audit_events,
         "housekeeping pass"
     );
     Ok(counts)

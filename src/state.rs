@@ -29,4 +29,6 @@ pub struct AppState {
     pub proxies: Arc<TrustedProxies>,
     /// API-key uses not yet written (batched off the request path, see `crate::auth::usage`).
     pub key_uses: Arc<KeyUses>,
+    /// The audit trail's queue (written in batches off the request path, see `crate::audit`).
+    pub audit: crate::audit::Sink,
 }

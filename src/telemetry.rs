@@ -185,6 +185,11 @@ pub fn describe_metrics() {
         "Expired or spent rows housekeeping deleted, by table."
     );
     describe_counter!(
+        crate::audit::WRITTEN_METRIC,
+        Unit::Count,
+        "Audit events by outcome: ok (written), failed (a batch write failed and is retried), lost (could not be written; each is logged at error)."
+    );
+    describe_counter!(
         crate::pipeline::consume::SETTLED_METRIC,
         Unit::Count,
         "Token consumes whose commit acknowledgement was lost, by how they were settled."

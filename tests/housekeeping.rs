@@ -201,6 +201,7 @@ both_backends!(purge_pass_changes_no_answer, |app: TestApp| async move {
             digest_nonces: 3,
             api_keys: 1,
             provisioning_tokens: 3,
+            audit_events: 0,
         }
     );
 
@@ -409,6 +410,20 @@ async fn purge_command_prints_counts() {
             .create_digest_nonce(account, "n", "o", "127.0.0.1", now - 10 * MINUTE)
             .await
             .unwrap();
+        // Audit events: one past the default retention (90 days), one within it.
+        let audit_at = |at: i64| provisio::store::AuditEvent {
+            at,
+            actor_kind: "cli".into(),
+            actor_label: "cli".into(),
+            action: "account.created".into(),
+            account_id: Some(account),
+            outcome: "ok".into(),
+            ..Default::default()
+        };
+        store
+            .record_audit_events(&[audit_at(now - 91 * DAY), audit_at(now - 89 * DAY)])
+            .await
+            .unwrap();
         let first = mint_at(&store, account, old, None).await;
         let second = mint_at(&store, account, old + 1, None).await;
         burn_at(&store, &second, old + 2).await;
@@ -456,7 +471,8 @@ async fn purge_command_prints_counts() {
             "auth_tokens": 2,
             "digest_nonces": 1,
             "api_keys": 1,
-            "provisioning_tokens": 2
+            "provisioning_tokens": 2,
+            "audit_events": 1
         })
     );
 
@@ -468,12 +484,13 @@ async fn purge_command_prints_counts() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "auth_tokens\t0\ndigest_nonces\t0\napi_keys\t0\nprovisioning_tokens\t0\n"
+        "auth_tokens\t0\ndigest_nonces\t0\napi_keys\t0\nprovisioning_tokens\t0\naudit_events\t0\n"
     );
 
     for (key, value) in [
         ("PROVISIO_TOKEN_RETENTION_DAYS", "0"),
         ("PROVISIO_HOUSEKEEPING_INTERVAL_SECONDS", "86401"),
+        ("PROVISIO_AUDIT_RETENTION_DAYS", "36501"),
     ] {
         let out = provisio(dir.path(), &["purge"], &[(key, value)]);
         assert!(!out.status.success());

@@ -1797,6 +1797,7 @@ fn rules_at_later() -> PurgeRules {
         answered_nonces: true,
         user_keys_idle_before: Some(LATER - 60 * MINUTE),
         tokens_retired_before: Some(LATER - 30 * DAY),
+        audit_events_before: None,
     }
 }
 
@@ -1969,7 +1970,8 @@ async fn purge_deletes_only_what_no_answer_needs(db: Db) {
             auth_tokens: 2,
             digest_nonces: 1,
             api_keys: 0,
-            provisioning_tokens: 0
+            provisioning_tokens: 0,
+            audit_events: 0,
         }
     );
     assert_eq!(
@@ -1978,7 +1980,8 @@ async fn purge_deletes_only_what_no_answer_needs(db: Db) {
             auth_tokens: 0,
             digest_nonces: 1,
             api_keys: 1,
-            provisioning_tokens: 3
+            provisioning_tokens: 3,
+            audit_events: 0,
         }
     );
     assert_eq!(

@@ -6,6 +6,7 @@ use crate::api::access;
 use crate::api::input::Input;
 use crate::api::validate::{Errors, limits};
 use crate::api::{ApiReply, ApiResult, json, validate};
+use crate::audit::{self, Actor, action as act};
 use crate::error::AppError;
 use crate::lpconfig::is_forbidden_char;
 use crate::model::{Account, Algorithm, Space, now_ms};
@@ -56,22 +57,51 @@ impl Action {
     }
 }
 
-/// An account's JSON with its password algorithms (and the token, when just minted).
+/// An account's JSON with its password algorithms, its latest provisioning (from the audit
+/// trail) and the token, when just minted.
 pub async fn account_json(
     state: &AppState,
     account: &Account,
     minted: Option<&MintedToken>,
 ) -> Result<Value, AppError> {
     let passwords = state.store.passwords(account.id).await?;
-    Ok(json::account(account, &passwords, minted))
+    let mut value = json::account(account, &passwords, minted);
+    let last = state.store.last_provisioned(account.id).await?;
+    json::set_last_provisioned(&mut value, last.as_ref());
+    Ok(value)
 }
 
 /// Mints a provisioning token for the account (the previous one stops working), with its
-/// space's token lifetime.
-pub async fn mint(state: &AppState, account: &Account) -> Result<MintedToken, AppError> {
-    tokens::mint_provisioning_token(state.store.as_ref(), account)
+/// space's token lifetime, and records `token.minted` by `actor` (never the token itself).
+pub async fn mint(
+    state: &AppState,
+    request: &RequestInfo,
+    actor: &Actor,
+    account: &Account,
+) -> Result<MintedToken, AppError> {
+    let minted = tokens::mint_provisioning_token(state.store.as_ref(), account)
         .await
-        .map_err(|e| AppError::Internal(format!("minting a provisioning token: {e:#}")))
+        .map_err(|e| AppError::Internal(format!("minting a provisioning token: {e:#}")))?;
+    record(state, request, actor, act::TOKEN_MINTED, account).await;
+    Ok(minted)
+}
+
+/// Queues an audit event by `actor` about `account`, from the request's client.
+pub async fn record(
+    state: &AppState,
+    request: &RequestInfo,
+    actor: &Actor,
+    action: &str,
+    account: &Account,
+) {
+    state
+        .audit
+        .record(
+            audit::event(actor, action)
+                .about(account)
+                .from_request(request),
+        )
+        .await;
 }
 
 /// `POST /api/accounts` (admin) — creates an account in the request's space (or, for a super
@@ -177,7 +207,9 @@ pub async fn create(state: &AppState, request: &RequestInfo, body: Value) -> Api
         admin_id = admin.account.id,
         "account created"
     );
-    let minted = mint(state, &account).await?;
+    let actor = Actor::account(&admin.account);
+    record(state, request, &actor, act::ACCOUNT_CREATED, &account).await;
+    let minted = mint(state, request, &actor, &account).await?;
     Ok(ApiReply::json(
         200,
         account_json(state, &account, Some(&minted)).await?,
@@ -278,6 +310,8 @@ pub async fn delete(state: &AppState, request: &RequestInfo, id: i64) -> ApiResu
         admin_id = admin.account.id,
         "account deleted"
     );
+    let actor = Actor::account(&admin.account);
+    record(state, request, &actor, act::ACCOUNT_DELETED, &account).await;
     Ok(ApiReply::empty(200))
 }
 
@@ -302,6 +336,20 @@ pub async fn action(state: &AppState, request: &RequestInfo, id: i64, action: Ac
         action = action.as_str(),
         "account updated"
     );
+    let recorded = match action {
+        Action::Block => act::ACCOUNT_BLOCKED,
+        Action::Unblock => act::ACCOUNT_UNBLOCKED,
+        Action::Activate | Action::Deactivate => act::ACCOUNT_UPDATED,
+    };
+    state
+        .audit
+        .record(
+            audit::event(&Actor::account(&admin.account), recorded)
+                .about(&updated)
+                .from_request(request)
+                .detail(action.as_str()),
+        )
+        .await;
     Ok(ApiReply::json(
         200,
         account_json(state, &updated, None).await?,
@@ -313,7 +361,7 @@ pub async fn action(state: &AppState, request: &RequestInfo, id: i64, action: Ac
 pub async fn provision(state: &AppState, request: &RequestInfo, id: i64) -> ApiResult {
     let admin = access::admin(state, request).await?;
     let account = access::scoped_account(state, &admin, id).await?;
-    let minted = mint(state, &account).await?;
+    let minted = mint(state, request, &Actor::account(&admin.account), &account).await?;
     Ok(ApiReply::json(
         200,
         account_json(state, &account, Some(&minted)).await?,
@@ -332,7 +380,7 @@ pub async fn me(state: &AppState, request: &RequestInfo) -> ApiResult {
 /// `GET /api/accounts/me/provision` (user) — mints a provisioning token for the caller.
 pub async fn me_provision(state: &AppState, request: &RequestInfo) -> ApiResult {
     let (account, _) = access::user(state, request).await?;
-    let minted = mint(state, &account).await?;
+    let minted = mint(state, request, &Actor::account(&account), &account).await?;
     Ok(ApiReply::json(
         200,
         account_json(state, &account, Some(&minted)).await?,
@@ -351,6 +399,8 @@ pub async fn me_delete(state: &AppState, request: &RequestInfo) -> ApiResult {
     }
     remove(state, &account).await?;
     tracing::info!(account_id = account.id, "account deleted by its owner");
+    let actor = Actor::account(&account);
+    record(state, request, &actor, act::ACCOUNT_DELETED, &account).await;
     Ok(ApiReply::json(200, json!(1)))
 }
 
@@ -423,6 +473,8 @@ pub async fn me_password(state: &AppState, request: &RequestInfo, body: Value) -
         .await?
         .ok_or_else(|| access::account_not_found(account.id))?;
     tracing::info!(account_id = account.id, "password changed by its owner");
+    let actor = Actor::account(&account);
+    record(state, request, &actor, act::PASSWORD_CHANGED, &updated).await;
     Ok(ApiReply::json(
         200,
         account_json(state, &updated, None).await?,

@@ -3,6 +3,7 @@
 
 use crate::api::json;
 use crate::api::validate::{is_valid_domain, is_valid_username};
+use crate::audit::{self, Actor};
 use crate::config::Settings;
 use crate::model::{Space, now_ms};
 use crate::secret::{fingerprint, hash_password, hash_secret, new_token};
@@ -39,12 +40,22 @@ pub async fn create_admin(
     if let Err(why) = crate::api::validate::password_rule(password, settings.min_password_length) {
         bail!("{why}");
     }
+    let space_event = |action: &str| {
+        audit::event(&Actor::Cli, action)
+            .target(domain.clone())
+            .space(domain.clone())
+    };
+    let mut events = Vec::new();
     let mut space = match store.space_by_domain(&domain).await? {
         Some(space) => space,
-        None => store
-            .create_space(&Space::new(&domain, &domain))
-            .await
-            .with_context(|| format!("creating space {domain}"))?,
+        None => {
+            let created = store
+                .create_space(&Space::new(&domain, &domain))
+                .await
+                .with_context(|| format!("creating space {domain}"))?;
+            events.push(space_event(audit::action::SPACE_CREATED).detail("admin add"));
+            created
+        }
     };
     if super_admin && !space.super_space {
         space.super_space = true;
@@ -53,6 +64,7 @@ pub async fn create_admin(
             .update_space(&space)
             .await
             .context("marking the space super")?;
+        events.push(space_event(audit::action::SPACE_UPDATED).detail("admin add --super"));
     }
     let hashed = hash_password(space.password_algorithm, username, &space.realm, password);
     let now = now_ms();
@@ -64,10 +76,16 @@ pub async fn create_admin(
                 activated: Some(true),
                 ..Default::default()
             };
-            store
+            let promoted = store
                 .update_account(existing.id, &promote, now)
                 .await?
-                .context("the account vanished while being promoted")?
+                .context("the account vanished while being promoted")?;
+            events.push(
+                audit::event(&Actor::Cli, audit::action::ACCOUNT_UPDATED)
+                    .about(&promoted)
+                    .detail("admin add: promoted to admin, password replaced"),
+            );
+            promoted
         }
         None => {
             let new = NewAccount {
@@ -79,10 +97,12 @@ pub async fn create_admin(
                 passwords: vec![hashed],
                 ..Default::default()
             };
-            store
+            let created = store
                 .create_account(&new, now)
                 .await
-                .with_context(|| format!("creating account {identity}"))?
+                .with_context(|| format!("creating account {identity}"))?;
+            events.push(audit::event(&Actor::Cli, audit::action::ACCOUNT_CREATED).about(&created));
+            created
         }
     };
     let key = new_token();
@@ -93,10 +113,17 @@ pub async fn create_admin(
         ip: None,
         expires_after_minutes: Some(0),
     };
-    store
+    let key_id = store
         .create_api_key(&record, now)
         .await
         .context("storing the API key")?;
+    events.push(
+        audit::event(&Actor::Cli, audit::action::API_KEY_CREATED)
+            .about(&account)
+            .target(key_id.to_string())
+            .detail("admin key"),
+    );
+    audit::record_now(store.as_ref(), &events).await;
     tracing::info!(account_id = account.id, key_fp = %fingerprint(&key), "admin API key issued");
     let passwords = store.passwords(account.id).await?;
     Ok(json!({

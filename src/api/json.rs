@@ -3,10 +3,12 @@
 //! hashed, so it cannot be shown again).
 
 use crate::model::{Account, Password, Space, iso_time};
+use crate::store::LastProvisioned;
 use crate::tokens::MintedToken;
 use serde_json::{Value, json};
 
-/// An account as FlexiAPI serialises it.
+/// An account as FlexiAPI serialises it, plus the device inventory (`last_provisioned_*`, null
+/// here: [`set_last_provisioned`] fills them).
 pub fn account(a: &Account, passwords: &[Password], minted: Option<&MintedToken>) -> Value {
     json!({
         "id": a.id,
@@ -32,7 +34,20 @@ pub fn account(a: &Account, passwords: &[Password], minted: Option<&MintedToken>
         "types": [],
         "actions": [],
         "carddav_servers": [],
+        "last_provisioned_at": null,
+        "last_provisioned_ip": null,
+        "last_provisioned_user_agent": null,
     })
+}
+
+/// Fills the device-inventory fields of an account's JSON from its latest delivered document
+/// (they stay null when it was never provisioned).
+pub fn set_last_provisioned(account: &mut Value, last: Option<&LastProvisioned>) {
+    if let (Some(last), Some(map)) = (last, account.as_object_mut()) {
+        map.insert("last_provisioned_at".into(), json!(iso_time(last.at)));
+        map.insert("last_provisioned_ip".into(), json!(last.ip));
+        map.insert("last_provisioned_user_agent".into(), json!(last.user_agent));
+    }
 }
 
 /// A space with its provisioning settings (no database id).

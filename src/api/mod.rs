@@ -7,6 +7,7 @@
 pub mod access;
 pub mod accounts;
 pub mod admin;
+pub mod audit;
 pub mod hooks;
 pub mod input;
 pub mod json;

@@ -9,6 +9,7 @@
 use crate::api::access::{self, UNAUTHORIZED_AREA};
 use crate::api::input::Input;
 use crate::api::{ApiReply, ApiResult, json, validate};
+use crate::audit::{self, Actor};
 use crate::error::AppError;
 use crate::model::{Algorithm, HeaderMode, HookFailure, Space};
 use crate::request::RequestInfo;
@@ -54,7 +55,7 @@ async fn written(state: &AppState) {
 /// `POST /api/spaces` (super admin) — `domain` is required; `host` and `name` default to it,
 /// everything else to FlexiAPI's defaults. 201 with the space; 422 on invalid or taken values.
 pub async fn create(state: &AppState, request: &RequestInfo, body: Value) -> ApiResult {
-    access::super_admin(state, request).await?;
+    let admin = access::super_admin(state, request).await?;
     let mut input = Input::new(body)?;
     let domain = input
         .required_string("domain")
@@ -67,6 +68,14 @@ pub async fn create(state: &AppState, request: &RequestInfo, body: Value) -> Api
     let created = state.store.create_space(&space).await.map_err(conflict)?;
     written(state).await;
     tracing::info!(domain = %created.domain, "space created");
+    record(
+        state,
+        request,
+        &admin,
+        audit::action::SPACE_CREATED,
+        &created.domain,
+    )
+    .await;
     Ok(ApiReply::json(201, json::space(&created)))
 }
 
@@ -77,7 +86,7 @@ pub async fn update(
     domain: &str,
     body: Value,
 ) -> ApiResult {
-    access::super_admin(state, request).await?;
+    let admin = access::super_admin(state, request).await?;
     let current = state
         .store
         .space_by_domain(domain)
@@ -115,6 +124,14 @@ pub async fn update(
         })?;
     written(state).await;
     tracing::info!(domain = %updated.domain, "space updated");
+    record(
+        state,
+        request,
+        &admin,
+        audit::action::SPACE_UPDATED,
+        &updated.domain,
+    )
+    .await;
     Ok(ApiReply::json(200, json::space(&updated)))
 }
 
@@ -132,7 +149,23 @@ pub async fn delete(state: &AppState, request: &RequestInfo, domain: &str) -> Ap
     }
     written(state).await;
     tracing::info!(domain, "space deleted");
+    record(state, request, &admin, audit::action::SPACE_DELETED, domain).await;
     Ok(ApiReply::empty(200))
+}
+
+/// Queues a space event by the super admin: the space is the target and the event's space.
+async fn record(
+    state: &AppState,
+    request: &RequestInfo,
+    admin: &access::Admin,
+    action: &str,
+    domain: &str,
+) {
+    let event = audit::event(&Actor::account(&admin.account), action)
+        .target(domain)
+        .space(domain)
+        .from_request(request);
+    state.audit.record(event).await;
 }
 
 /// A uniqueness clash as a 422 on the field that clashed.

@@ -8,6 +8,7 @@
 
 use crate::api::access;
 use crate::api::{ApiReply, ApiResult};
+use crate::audit::{self, Actor};
 use crate::error::AppError;
 use crate::model::{Account, iso_time, now_ms};
 use crate::request::RequestInfo;
@@ -137,7 +138,12 @@ async fn new_user_key(
         ip: request.client_ip.map(|ip| ip.to_string()),
         expires_after_minutes: None,
     };
-    state.store.create_api_key(&record, now_ms()).await?;
+    let id = state.store.create_api_key(&record, now_ms()).await?;
     tracing::info!(key_fp = %fingerprint(&key), account_id = account.id, "user API key issued");
+    let event = audit::event(&Actor::account(account), audit::action::API_KEY_CREATED)
+        .about(account)
+        .target(id.to_string())
+        .from_request(request);
+    state.audit.record(event).await;
     Ok(key)
 }

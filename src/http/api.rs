@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/spaces/{domain}"),
     ("DELETE", "/api/spaces/{domain}"),
     ("GET", "/api/hooks/status"),
+    ("GET", "/api/audit"),
 ];
 
 /// The methods [`ROUTES`] serves on `path` (a trailing slash tolerated, `{id}` numeric as the
@@ -216,8 +217,22 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(spaces(state.clone()))
         .unify()
-        .or(hooks_status(state))
+        .or(hooks_status(state.clone()))
         .unify()
+        .or(audit(state))
+        .unify()
+        .boxed()
+}
+
+/// `GET /api/audit` (admin).
+fn audit(state: AppState) -> BoxedFilter<(Response,)> {
+    warp::path!("api" / "audit")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(info("/api/audit"))
+        .then(|state: AppState, req: RequestInfo| async move {
+            render("/api/audit", api::audit::list(&state, &req).await)
+        })
         .boxed()
 }
 

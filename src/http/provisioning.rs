@@ -1,5 +1,6 @@
 //! Provisioning routes (FlexiAPI-compatible): the lpconfig document and the QR code.
 
+use crate::audit::{self, Actor};
 use crate::auth;
 use crate::error::AppError;
 use crate::http::{edge, reply};
@@ -11,6 +12,7 @@ use crate::pipeline::reset::RESET_PASSWORD;
 use crate::pipeline::{self, Credential, space};
 use crate::request::{RequestInfo, RouteKind};
 use crate::state::AppState;
+use crate::store::AuditEvent;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::HeaderValue;
@@ -66,23 +68,41 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// `GET /provisioning` — the space-level document, no account.
 async fn provisioning_anonymous(state: AppState, request: RequestInfo) -> Response {
-    document(&state, request, Presented::Nothing).await
+    document(&state, request, Presented::Nothing, "/provisioning").await
 }
 
 /// `GET /provisioning/{token}[?reset_password]` — consumes the token, activates the account.
 async fn provisioning_token(token: String, state: AppState, request: RequestInfo) -> Response {
-    document(&state, request, Presented::Token(token)).await
+    document(
+        &state,
+        request,
+        Presented::Token(token),
+        "/provisioning/{token}",
+    )
+    .await
 }
 
 /// `GET /provisioning/auth_token/{token}[?reset_password]` — redeems an attached auth token.
 async fn provisioning_auth_token(token: String, state: AppState, request: RequestInfo) -> Response {
-    document(&state, request, Presented::AuthToken(token)).await
+    document(
+        &state,
+        request,
+        Presented::AuthToken(token),
+        "/provisioning/auth_token/{token}",
+    )
+    .await
 }
 
 /// `GET /provisioning/me[?reset_password]` — the document of the authenticated account
 /// (authentication runs before the header guard, as in FlexiAPI: no credentials → 401).
 async fn provisioning_me(state: AppState, request: RequestInfo) -> Response {
-    document(&state, request, Presented::Authentication).await
+    document(
+        &state,
+        request,
+        Presented::Authentication,
+        "/provisioning/me",
+    )
+    .await
 }
 
 /// What a document route's URL carries.
@@ -97,9 +117,20 @@ enum Presented {
     Authentication,
 }
 
-/// Resolves the space, obtains the credential, runs the pipeline and renders the outcome.
-async fn document(state: &AppState, request: RequestInfo, presented: Presented) -> Response {
+/// Resolves the space, obtains the credential, runs the pipeline and renders the outcome; a
+/// delivered document is recorded in the audit trail under its route `template`.
+async fn document(
+    state: &AppState,
+    request: RequestInfo,
+    presented: Presented,
+    template: &'static str,
+) -> Response {
     let mut served_by = None;
+    let mut actor = Actor::Anonymous;
+    // What the audit trail keeps of the request (the pipeline takes the request itself).
+    let seen = audit::event(&Actor::Anonymous, audit::action::DOCUMENT_DELIVERED)
+        .from_request(&request)
+        .detail(template);
     let result = async {
         let space = space::resolve(state, &request.host).await?;
         served_by = Some(space.space.domain.clone());
@@ -109,6 +140,7 @@ async fn document(state: &AppState, request: RequestInfo, presented: Presented) 
             Presented::AuthToken(token) => Credential::AuthToken(token),
             Presented::Authentication => {
                 let bundle = auth::authenticate_bundle(state, &space.space, &request).await?;
+                actor = Actor::account(&bundle.account);
                 Credential::Authenticated(Box::new(bundle))
             }
         };
@@ -116,14 +148,45 @@ async fn document(state: &AppState, request: RequestInfo, presented: Presented) 
     }
     .await;
     let (mut response, account) = match result {
-        Ok(doc) => (
-            reply::with_body(200, XML_CONTENT_TYPE, doc.xml),
-            doc.account_id,
-        ),
+        Ok(doc) => {
+            record_delivery(state, &doc, &actor, seen, served_by.as_deref()).await;
+            (
+                reply::with_body(200, XML_CONTENT_TYPE, doc.xml),
+                doc.account_id,
+            )
+        }
         Err(err) => (reply::error(&err), None),
     };
     edge::note(&mut response, served_by.as_deref(), account);
     response
+}
+
+/// Queues the audit events of a delivered document (`document.delivered`, with the route
+/// template as detail, and `password.reset` when it carried a new password), in the account's
+/// space, or the serving space for an anonymous document. Queued, not written: the request
+/// itself performs no write for them.
+async fn record_delivery(
+    state: &AppState,
+    doc: &pipeline::Document,
+    actor: &Actor,
+    seen: AuditEvent,
+    served_by: Option<&str>,
+) {
+    let mut delivered = seen.by(actor);
+    delivered.target = doc.account_id.map(|id| id.to_string());
+    delivered.account_id = doc.account_id;
+    delivered.space = doc
+        .account_domain
+        .clone()
+        .or_else(|| served_by.map(str::to_string));
+    if doc.password_reset {
+        let mut reset = delivered.clone();
+        reset.action = audit::action::PASSWORD_RESET.to_string();
+        state.audit.record(delivered).await;
+        state.audit.record(reset).await;
+    } else {
+        state.audit.record(delivered).await;
+    }
 }
 
 /// `GET /provisioning/qrcode/{token}[?reset_password]` — a PNG of the provisioning URL, with

@@ -41,8 +41,12 @@ use std::sync::Arc;
 pub struct Document {
     /// The lpconfig XML.
     pub xml: String,
-    /// The account provisioned, if any (for logs).
+    /// The account provisioned, if any (for logs and the audit trail).
     pub account_id: Option<i64>,
+    /// Its domain (the space its audit events belong to).
+    pub account_domain: Option<String>,
+    /// The document carried a new password (`?reset_password`), now stored.
+    pub password_reset: bool,
 }
 
 /// Runs stages 2–6 for a request whose space is already resolved (the HTTP layer resolves the
@@ -79,5 +83,7 @@ pub async fn provision(
     Ok(Document {
         xml,
         account_id: who.account.as_ref().map(|a| a.id),
+        account_domain: who.account.as_ref().map(|a| a.domain.clone()),
+        password_reset: new_password.is_some() && who.account.is_some(),
     })
 }

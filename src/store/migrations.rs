@@ -19,6 +19,10 @@ pub const SQLITE: &[(&str, &str)] = &[
         "V3__change_feed",
         include_str!("../../schema/sqlite/V3__change_feed.sql"),
     ),
+    (
+        "V4__audit",
+        include_str!("../../schema/sqlite/V4__audit.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, in order: (name, SQL).
@@ -34,6 +38,10 @@ pub const POSTGRES: &[(&str, &str)] = &[
     (
         "V3__change_feed",
         include_str!("../../schema/postgres/V3__change_feed.sql"),
+    ),
+    (
+        "V4__audit",
+        include_str!("../../schema/postgres/V4__audit.sql"),
     ),
 ];
 

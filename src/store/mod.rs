@@ -28,6 +28,14 @@ macro_rules! account_columns {
     };
 }
 
+/// Columns of `audit_events` but its id, in the order both backends insert them.
+macro_rules! audit_insert_columns {
+    () => {
+        "at, actor_kind, actor_account_id, actor_label, action, target, account_id, space, \
+         client_ip, user_agent, outcome, detail"
+    };
+}
+
 /// The columns of [`AccountBundle`] for PostgreSQL: the account `a` (as
 /// [`account_columns!`]), its dictionary and its passwords as parallel arrays, so a token, a
 /// key or an identity resolves to everything in one statement.
@@ -288,6 +296,9 @@ pub struct PurgeRules {
     /// Provisioning tokens used, or superseded by a newer token, at or before this instant;
     /// `None` keeps them all.
     pub tokens_retired_before: Option<i64>,
+    /// Audit events that happened at or before this instant (`audit_retention_days`); `None`
+    /// keeps them all.
+    pub audit_events_before: Option<i64>,
 }
 
 /// Rows one housekeeping pass deleted, per table.
@@ -301,16 +312,19 @@ pub struct PurgeCounts {
     pub api_keys: u64,
     /// Provisioning tokens used or superseded long ago.
     pub provisioning_tokens: u64,
+    /// Audit events older than their retention.
+    pub audit_events: u64,
 }
 
 impl PurgeCounts {
     /// (table, rows) pairs, in a fixed order, for logs, metrics and `provisio purge`.
-    pub fn by_table(&self) -> [(&'static str, u64); 4] {
+    pub fn by_table(&self) -> [(&'static str, u64); 5] {
         [
             ("auth_tokens", self.auth_tokens),
             ("digest_nonces", self.digest_nonces),
             ("api_keys", self.api_keys),
             ("provisioning_tokens", self.provisioning_tokens),
+            ("audit_events", self.audit_events),
         ]
     }
 
@@ -349,6 +363,64 @@ impl Change {
     pub fn concerns(&self, topic: &str) -> bool {
         self.topic == topic || self.topic == Change::ALL
     }
+}
+
+/// One audit-trail event (`audit_events`, see [`crate::audit`]): who did what to what, when,
+/// from where. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditEvent {
+    /// Database id (0 before it is stored).
+    pub id: i64,
+    /// When it happened (unix ms).
+    pub at: i64,
+    /// `account`, `cli` or `anonymous`.
+    pub actor_kind: String,
+    /// The acting account, when an account acted.
+    pub actor_account_id: Option<i64>,
+    /// The actor as a person reads it: `user@domain`, `cli` or `anonymous`.
+    pub actor_label: String,
+    /// What happened (`document.delivered`, `account.created`, …: [`crate::audit::action`]).
+    pub action: String,
+    /// What it happened to: an account id, a space domain or an API key id.
+    pub target: Option<String>,
+    /// The account the event is about.
+    pub account_id: Option<i64>,
+    /// The space (domain) it belongs to.
+    pub space: Option<String>,
+    /// Client address (after trusted proxies).
+    pub client_ip: Option<String>,
+    /// Client's User-Agent.
+    pub user_agent: Option<String>,
+    /// `ok`, or why it failed.
+    pub outcome: String,
+    /// Free detail (a document's route template, an update's switch).
+    pub detail: Option<String>,
+}
+
+/// Which audit events to read, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditQuery {
+    /// Events about this account or by it (as actor).
+    pub account_id: Option<i64>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this space's events (a space admin's scope).
+    pub space: Option<String>,
+    /// Only events at or after this instant (unix ms).
+    pub since: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// The latest document delivered to an account: the device inventory of the account JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastProvisioned {
+    /// When (unix ms).
+    pub at: i64,
+    /// From which client address.
+    pub ip: Option<String>,
+    /// With which User-Agent.
+    pub user_agent: Option<String>,
 }
 
 /// Outcome of checking a Digest response's opaque/nonce/nc against the stored challenge.
@@ -631,6 +703,16 @@ pub trait Store: Send + Sync {
         not_before: i64,
     ) -> StoreResult<NonceCheck>;
 
+    // ---- audit trail (src/audit.rs) ---------------------------------------------------------
+
+    /// Appends a batch of audit events in one write (their `id` is ignored).
+    async fn record_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    /// Audit events matching `query`, newest first (by time, then id).
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// The latest `document.delivered` event of the account, read from the audit trail (one
+    /// indexed probe): nothing is written to the account on the request path.
+    async fn last_provisioned(&self, account_id: i64) -> StoreResult<Option<LastProvisioned>>;
+
     // ---- housekeeping ---------------------------------------------------------------------
 
     /// Deletes the rows `rules` name, table by table (each delete is one atomic statement, so
@@ -650,6 +732,7 @@ pub trait Store: Send + Sync {
                 answered_nonces: false,
                 user_keys_idle_before: None,
                 tokens_retired_before: None,
+                audit_events_before: None,
             })
             .await?;
         Ok(counts.total())

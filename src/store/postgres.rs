@@ -12,9 +12,9 @@ use super::changes::Listener;
 use super::migrations;
 use super::sqlite::apply_account_update;
 use super::{
-    AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuthTokenState, Change, ConsumeId,
-    NewAccount, NewApiKey, NonceCheck, PurgeCounts, PurgeRules, Store, StoreError, StoreResult,
-    TokenState,
+    AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuditEvent, AuditQuery, AuthTokenState,
+    Change, ConsumeId, LastProvisioned, NewAccount, NewApiKey, NonceCheck, PurgeCounts, PurgeRules,
+    Store, StoreError, StoreResult, TokenState,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::{Context as _, anyhow};
@@ -1293,6 +1293,142 @@ impl Store for PostgresStore {
         Ok(outcome)
     }
 
+    // ---- audit trail ------------------------------------------------------------------------
+
+    async fn record_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+        let actor_kind: Vec<&str> = events.iter().map(|e| e.actor_kind.as_str()).collect();
+        let actor_account_id: Vec<Option<i64>> =
+            events.iter().map(|e| e.actor_account_id).collect();
+        let actor_label: Vec<&str> = events.iter().map(|e| e.actor_label.as_str()).collect();
+        let action: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        let target: Vec<Option<&str>> = events.iter().map(|e| e.target.as_deref()).collect();
+        let account_id: Vec<Option<i64>> = events.iter().map(|e| e.account_id).collect();
+        let space: Vec<Option<&str>> = events.iter().map(|e| e.space.as_deref()).collect();
+        let client_ip: Vec<Option<&str>> = events.iter().map(|e| e.client_ip.as_deref()).collect();
+        let user_agent: Vec<Option<&str>> =
+            events.iter().map(|e| e.user_agent.as_deref()).collect();
+        let outcome: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+        let detail: Vec<Option<&str>> = events.iter().map(|e| e.detail.as_deref()).collect();
+        let client = self.client().await?;
+        // One statement for the whole batch.
+        let stmt = client
+            .prepare_cached(concat!(
+                "INSERT INTO audit_events (",
+                audit_insert_columns!(),
+                ") SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], ",
+                "$5::TEXT[], $6::TEXT[], $7::BIGINT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], ",
+                "$11::TEXT[], $12::TEXT[])"
+            ))
+            .await?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &at,
+                    &actor_kind,
+                    &actor_account_id,
+                    &actor_label,
+                    &action,
+                    &target,
+                    &account_id,
+                    &space,
+                    &client_ip,
+                    &user_agent,
+                    &outcome,
+                    &detail,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let mut sql = String::from(concat!(
+            "SELECT id, ",
+            audit_insert_columns!(),
+            " FROM audit_events WHERE TRUE"
+        ));
+        let mut values: Vec<Param> = Vec::new();
+        if let Some(id) = query.account_id {
+            values.push(Box::new(id));
+            let n = values.len();
+            sql.push_str(&format!(
+                " AND (account_id = ${n} OR actor_account_id = ${n})"
+            ));
+        }
+        if let Some(action) = &query.action {
+            values.push(Box::new(action.clone()));
+            sql.push_str(&format!(" AND action = ${}", values.len()));
+        }
+        if let Some(space) = &query.space {
+            values.push(Box::new(space.clone()));
+            sql.push_str(&format!(" AND space = ${}", values.len()));
+        }
+        if let Some(since) = query.since {
+            values.push(Box::new(since));
+            sql.push_str(&format!(" AND at >= ${}", values.len()));
+        }
+        values.push(Box::new(query.limit));
+        sql.push_str(&format!(
+            " ORDER BY at DESC, id DESC LIMIT ${}",
+            values.len()
+        ));
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await?;
+        client
+            .query(&stmt, &bind(&values))
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(AuditEvent {
+                    id: row.try_get("id")?,
+                    at: row.try_get("at")?,
+                    actor_kind: row.try_get("actor_kind")?,
+                    actor_account_id: row.try_get("actor_account_id")?,
+                    actor_label: row.try_get("actor_label")?,
+                    action: row.try_get("action")?,
+                    target: row.try_get("target")?,
+                    account_id: row.try_get("account_id")?,
+                    space: row.try_get("space")?,
+                    client_ip: row.try_get("client_ip")?,
+                    user_agent: row.try_get("user_agent")?,
+                    outcome: row.try_get("outcome")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_provisioned(&self, account_id: i64) -> StoreResult<Option<LastProvisioned>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT at, client_ip, user_agent FROM audit_events ",
+                "WHERE account_id = $1 AND action = $2 ORDER BY at DESC, id DESC LIMIT 1"
+            ))
+            .await?;
+        let row = client
+            .query_opt(
+                &stmt,
+                &[&account_id, &crate::audit::action::DOCUMENT_DELIVERED],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(LastProvisioned {
+                at: row.try_get("at")?,
+                ip: row.try_get("client_ip")?,
+                user_agent: row.try_get("user_agent")?,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- housekeeping ---------------------------------------------------------------------
+
     async fn purge(&self, rules: &PurgeRules) -> StoreResult<PurgeCounts> {
         let client = self.client().await?;
         // One autocommit statement per table: each is atomic on its own, holds its row locks
@@ -1320,11 +1456,21 @@ impl Store for PostgresStore {
             }
             None => 0,
         };
+        let audit_events = match rules.audit_events_before {
+            Some(before) => {
+                let events = client
+                    .prepare_cached("DELETE FROM audit_events WHERE at <= $1")
+                    .await?;
+                client.execute(&events, &[&before]).await?
+            }
+            None => 0,
+        };
         Ok(PurgeCounts {
             auth_tokens,
             digest_nonces,
             api_keys,
             provisioning_tokens,
+            audit_events,
         })
     }
 }

@@ -17,9 +17,9 @@
 use super::migrations;
 use super::writer::Writer;
 use super::{
-    AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuthTokenState, Change, ConsumeId,
-    NewAccount, NewApiKey, NonceCheck, PurgeCounts, PurgeRules, Store, StoreError, StoreResult,
-    TokenState,
+    AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuditEvent, AuditQuery, AuthTokenState,
+    Change, ConsumeId, LastProvisioned, NewAccount, NewApiKey, NonceCheck, PurgeCounts, PurgeRules,
+    Store, StoreError, StoreResult, TokenState,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::Context as _;
@@ -382,6 +382,25 @@ fn write_passwords(tx: &Connection, account_id: i64, passwords: &[NewPassword]) 
         ])?;
     }
     Ok(())
+}
+
+/// Builds an audit event from a row of `id` + [`audit_insert_columns!`].
+fn audit_from_row(row: &Row<'_>) -> StoreResult<AuditEvent> {
+    Ok(AuditEvent {
+        id: row.get("id")?,
+        at: row.get("at")?,
+        actor_kind: row.get("actor_kind")?,
+        actor_account_id: row.get("actor_account_id")?,
+        actor_label: row.get("actor_label")?,
+        action: row.get("action")?,
+        target: row.get("target")?,
+        account_id: row.get("account_id")?,
+        space: row.get("space")?,
+        client_ip: row.get("client_ip")?,
+        user_agent: row.get("user_agent")?,
+        outcome: row.get("outcome")?,
+        detail: row.get("detail")?,
+    })
 }
 
 /// Reads an account with its dictionary.
@@ -1196,6 +1215,104 @@ impl Store for SqliteStore {
         .await
     }
 
+    // ---- audit trail ------------------------------------------------------------------------
+
+    async fn record_audit_events(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.to_vec();
+        // One write job: the whole batch commits together.
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "INSERT INTO audit_events (",
+                audit_insert_columns!(),
+                ") ",
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?;
+            for e in &events {
+                stmt.execute(params![
+                    e.at,
+                    e.actor_kind,
+                    e.actor_account_id,
+                    e.actor_label,
+                    e.action,
+                    e.target,
+                    e.account_id,
+                    e.space,
+                    e.client_ip,
+                    e.user_agent,
+                    e.outcome,
+                    e.detail
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let query = query.clone();
+        self.read(move |c| {
+            let mut sql = String::from(concat!(
+                "SELECT id, ",
+                audit_insert_columns!(),
+                " FROM audit_events WHERE 1 = 1"
+            ));
+            let mut values: Vec<Value> = Vec::new();
+            if let Some(id) = query.account_id {
+                values.push(id.into());
+                let n = values.len();
+                sql.push_str(&format!(
+                    " AND (account_id = ?{n} OR actor_account_id = ?{n})"
+                ));
+            }
+            if let Some(action) = query.action {
+                values.push(action.into());
+                sql.push_str(&format!(" AND action = ?{}", values.len()));
+            }
+            if let Some(space) = query.space {
+                values.push(space.into());
+                sql.push_str(&format!(" AND space = ?{}", values.len()));
+            }
+            if let Some(since) = query.since {
+                values.push(since.into());
+                sql.push_str(&format!(" AND at >= ?{}", values.len()));
+            }
+            values.push(query.limit.into());
+            sql.push_str(&format!(
+                " ORDER BY at DESC, id DESC LIMIT ?{}",
+                values.len()
+            ));
+            let mut stmt = c.prepare_cached(&sql)?;
+            query_all(&mut stmt, params_from_iter(values), audit_from_row)
+        })
+        .await
+    }
+
+    async fn last_provisioned(&self, account_id: i64) -> StoreResult<Option<LastProvisioned>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT at, client_ip, user_agent FROM audit_events ",
+                "WHERE account_id = ?1 AND action = ?2 ORDER BY at DESC, id DESC LIMIT 1"
+            ))?;
+            query_opt(
+                &mut stmt,
+                params![account_id, crate::audit::action::DOCUMENT_DELIVERED],
+                |row| {
+                    Ok(LastProvisioned {
+                        at: row.get("at")?,
+                        ip: row.get("client_ip")?,
+                        user_agent: row.get("user_agent")?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    // ---- housekeeping ---------------------------------------------------------------------
+
     async fn purge(&self, rules: &PurgeRules) -> StoreResult<PurgeCounts> {
         let rules = *rules;
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
@@ -1251,11 +1368,22 @@ impl Store for SqliteStore {
             }
             None => 0,
         };
+        let audit_events = match rules.audit_events_before {
+            Some(before) => {
+                self.write(move |c| {
+                    Ok(c.prepare_cached("DELETE FROM audit_events WHERE at <= ?1")?
+                        .execute([before])?)
+                })
+                .await?
+            }
+            None => 0,
+        };
         Ok(PurgeCounts {
             auth_tokens: count(auth_tokens),
             digest_nonces: count(digest_nonces),
             api_keys: count(api_keys),
             provisioning_tokens: count(provisioning_tokens),
+            audit_events: count(audit_events),
         })
     }
 }
