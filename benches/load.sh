@@ -30,22 +30,22 @@ trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$W"' EXIT
 # Creates accounts through the API as fast as the server takes them, writing each new account's
 # provisioning token to a file: wrk with a counter that stops its thread after the last one.
 cat >"$W/create.lua" <<'LUA'
-local n, made, out = 0, 0, nil
+local n, answered, out = 0, 0, nil
 function init(args)
   n = tonumber(args[1]); out = io.open(args[2], "w")
 end
 local i = 0
 function request()
   i = i + 1
-  if i > n then wrk.thread:stop() end
   return wrk.format("POST", "/api/accounts",
     { ["content-type"] = "application/json", ["accept"] = "application/json", ["x-api-key"] = wrk.key },
     string.format('{"username":"u%d","password":"bench-pass-%d"}', i, i))
 end
 function response(status, headers, body)
   local t = body:match('"provisioning_token"%s*:%s*"([^"]+)"')
-  if t then out:write(t, "\n"); made = made + 1 end
-  if made >= n then out:flush(); wrk.thread:stop() end
+  if t then out:write(t, "\n") else io.stderr:write("account creation: HTTP ", status, " ", body:sub(1, 200), "\n") end
+  answered = answered + 1
+  if answered >= n then out:flush(); wrk.thread:stop() end
 end
 LUA
 

@@ -244,10 +244,34 @@ pub const REDACTING_DIRECTIVES: &[&str] = &[
 pub fn log_filter(base: &str) -> tracing_subscriber::EnvFilter {
     let mut filter = tracing_subscriber::EnvFilter::try_new(base)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A cap, never a raise: with `warn`, these crates stay at warn rather than gain info lines.
+    let cap = filter
+        .max_level_hint()
+        .map_or(tracing::level_filters::LevelFilter::INFO, |hint| {
+            hint.min(tracing::level_filters::LevelFilter::INFO)
+        });
     for directive in REDACTING_DIRECTIVES {
-        if let Ok(d) = directive.parse() {
+        let capped = directive.replace("=info", &format!("={cap}"));
+        if let Ok(d) = capped.parse() {
             filter = filter.add_directive(d);
         }
     }
     filter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing::level_filters::LevelFilter;
+
+    /// The redacting directives cap noisy crates; they never make a quieter filter louder.
+    #[test]
+    fn redacting_caps_never_raise_the_level() {
+        assert_eq!(log_filter("warn").max_level_hint(), Some(LevelFilter::WARN));
+        assert_eq!(log_filter("error").max_level_hint(), Some(LevelFilter::ERROR));
+        assert_eq!(log_filter("info").max_level_hint(), Some(LevelFilter::INFO));
+        let trace = log_filter("trace").to_string();
+        assert!(trace.contains("tokio_postgres=info"), "{trace}");
+        assert!(trace.contains("h2=info"), "{trace}");
+    }
 }

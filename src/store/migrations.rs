@@ -121,6 +121,9 @@ pub async fn apply_postgres(
             )
             .await?;
         tx.execute(&lock, &[]).await?;
+        // "already exists, skipping" is a NOTICE on every start after the first: not news.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await?;
         tx.batch_execute(POSTGRES_BOOKKEEPING).await?;
         let select = tx
             .prepare_cached("SELECT 1 FROM schema_migrations WHERE version = $1")
