@@ -50,6 +50,7 @@ macro_rules! pg_bundle_columns {
 
 pub mod changes;
 pub mod migrations;
+pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_file;
