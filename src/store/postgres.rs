@@ -1257,6 +1257,14 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn delete_api_key(&self, id: i64) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("DELETE FROM api_keys WHERE id = $1")
+            .await?;
+        Ok(client.execute(&stmt, &[&id]).await? > 0)
+    }
+
     // ---- Digest challenges ----------------------------------------------------------------
 
     async fn create_digest_nonce(
