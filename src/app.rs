@@ -268,7 +268,10 @@ mod tests {
     #[test]
     fn redacting_caps_never_raise_the_level() {
         assert_eq!(log_filter("warn").max_level_hint(), Some(LevelFilter::WARN));
-        assert_eq!(log_filter("error").max_level_hint(), Some(LevelFilter::ERROR));
+        assert_eq!(
+            log_filter("error").max_level_hint(),
+            Some(LevelFilter::ERROR)
+        );
         assert_eq!(log_filter("info").max_level_hint(), Some(LevelFilter::INFO));
         let trace = log_filter("trace").to_string();
         assert!(trace.contains("tokio_postgres=info"), "{trace}");

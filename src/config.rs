@@ -407,6 +407,11 @@ impl Settings {
                 "must be empty (embedded SQLite), sqlite://PATH, or postgres://USER@HOST/DB",
             );
         }
+        if db.starts_with("postgres")
+            && let Err(e) = crate::store::pg_tls::split_url(db)
+        {
+            return bad("database", &e.to_string());
+        }
         crate::net::proxy::TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|why| ConfigError(format!("key `trusted_proxies`: {why}")))?;
         if let Err(e) = self.metrics_listen_addr() {
@@ -654,6 +659,16 @@ mod tests {
 
         let missing = dir.path().join("missing.toml");
         assert!(Settings::load(Some(&missing), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn a_bad_sslmode_names_the_database_key() {
+        let settings = Settings {
+            database: "postgres://u@db.example.com/p?sslmode=allow".to_string(),
+            ..Settings::default()
+        };
+        let e = settings.validate().unwrap_err().to_string();
+        assert!(e.contains("`database`") && e.contains("sslmode"), "{e}");
     }
 
     #[test]

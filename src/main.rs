@@ -1,12 +1,17 @@
 //! The `provisio` binary: parse the command line, load the settings, set up logging, hand over
 //! to the library.
 
-use clap::Parser;
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = provisio::cli::Cli::parse();
+    let cli = provisio::cli::Cli::parse_args();
+    if let Some(done) = provisio::cli::run_standalone(&cli) {
+        return done.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        });
+    }
     let settings = match provisio::cli::load_settings(&cli) {
         Ok(s) => s,
         Err(e) => {

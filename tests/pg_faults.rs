@@ -176,6 +176,13 @@ enum Action {
     Cut,
 }
 
+/// `url` with `sslmode=disable`: the proxy reads the protocol's messages, so it needs them in
+/// clear (without it provisio would try TLS first, as libpq's default `prefer` does).
+fn without_tls(url: String) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}sslmode=disable")
+}
+
 /// A proxy in front of PostgreSQL; `arm` makes it cut the next matching connection once.
 struct Proxy {
     /// Where provisio connects.
@@ -471,7 +478,7 @@ async fn lost_commit_acknowledgement_still_serves_the_document() {
         .expect("migrate");
     let (target, upstream) = upstream_of(&url).await;
     let proxy = Proxy::start(upstream, Duration::ZERO).await;
-    let proxied_url = url.replacen(&target, &proxy.addr.to_string(), 1);
+    let proxied_url = without_tls(url.replacen(&target, &proxy.addr.to_string(), 1));
     let (state, running, _dir) = server(proxied_url, 4).await;
     let base = format!("http://{}", running.addr);
     let store = state.store.clone();
@@ -665,7 +672,7 @@ async fn postgres_restarts_lose_and_duplicate_nothing() {
     let (target, upstream) = upstream_of(&cluster.url()).await;
     let wire = Proxy::start(upstream, WIRE_LATENCY).await;
     let (state, running, _dir) = server(
-        cluster.url().replacen(&target, &wire.addr.to_string(), 1),
+        without_tls(cluster.url().replacen(&target, &wire.addr.to_string(), 1)),
         16,
     )
     .await;

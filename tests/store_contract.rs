@@ -1481,6 +1481,18 @@ async fn api_keys_user_admin_ip_and_expiry(db: Db) {
     };
     assert_not_found(store.create_api_key(&orphan, T0).await);
     assert!(store.api_keys(alice + 1000).await.unwrap().is_empty());
+
+    // Revoking by id: the key stops authenticating at once, once only, others stay.
+    let revoked = store
+        .create_api_key(&key("to-revoke", Some("revoke-me"), None, Some(0)), T0)
+        .await
+        .unwrap();
+    assert_eq!(auth("to-revoke", None, T0 + 1, 60).await, Some(alice));
+    let before = store.api_keys(alice).await.unwrap().len();
+    assert!(store.delete_api_key(revoked).await.unwrap());
+    assert!(!store.delete_api_key(revoked).await.unwrap());
+    assert_eq!(auth("to-revoke", None, T0 + 2, 60).await, None);
+    assert_eq!(store.api_keys(alice).await.unwrap().len(), before - 1);
 }
 
 // ---- Digest challenges --------------------------------------------------------------------

@@ -14,12 +14,13 @@
 //! keepalive finds it), which is why subscribers also compare versions periodically.
 
 use super::Change;
+use super::pg_tls::MakeRustlsConnect;
 use futures_util::StreamExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
-use tokio_postgres::{AsyncMessage, NoTls, Notification};
+use tokio_postgres::{AsyncMessage, Notification};
 
 /// The `NOTIFY` channel the V3 trigger announces on.
 pub const CHANNEL: &str = "provisio_changes";
@@ -50,19 +51,20 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Starts listening with `config` (the store's own, so the same server, database, schema
-    /// and timeouts) on the current runtime, and returns the listener with a first receiver
+    /// Starts listening with `config` and `tls` (the store's own, so the same server, database,
+    /// schema, timeouts and TLS verification) on the current runtime, and returns the listener with a first receiver
     /// subscribed before the task starts, so it sees the first `*` notice.
     pub fn start(
         runtime: &tokio::runtime::Handle,
         mut config: tokio_postgres::Config,
+        tls: MakeRustlsConnect,
     ) -> (Listener, broadcast::Receiver<Change>) {
         if config.get_application_name().is_none() {
             config.application_name(APPLICATION_NAME);
         }
         let (sender, first) = broadcast::channel(CAPACITY);
         let pid = Arc::new(AtomicI32::new(0));
-        let task = runtime.spawn(run(config, sender.clone(), pid.clone()));
+        let task = runtime.spawn(run(config, tls, sender.clone(), pid.clone()));
         (Listener { sender, pid, task }, first)
     }
 
@@ -97,12 +99,13 @@ impl Drop for AbortOnDrop {
 /// backoff) and start again.
 async fn run(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     sender: broadcast::Sender<Change>,
     pid: Arc<AtomicI32>,
 ) {
     let mut pause = FIRST_BACKOFF;
     loop {
-        let error = listen(&config, &sender, &pid, &mut pause).await;
+        let error = listen(&config, &tls, &sender, &pid, &mut pause).await;
         pid.store(0, Ordering::Relaxed);
         tracing::warn!(
             error = %error,
@@ -117,11 +120,12 @@ async fn run(
 /// One session: returns why it ended. Resets `pause` once the session is listening.
 async fn listen(
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
     sender: &broadcast::Sender<Change>,
     pid: &AtomicI32,
     pause: &mut Duration,
 ) -> String {
-    let (client, mut connection) = match config.connect(NoTls).await {
+    let (client, mut connection) = match config.connect(tls.clone()).await {
         Ok(pair) => pair,
         Err(e) => return format!("connect: {e}"),
     };

@@ -58,6 +58,7 @@ macro_rules! pg_bundle_columns {
 
 pub mod changes;
 pub mod migrations;
+pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 pub mod sqlite_file;
@@ -678,6 +679,9 @@ pub trait Store: Send + Sync {
     }
     /// The account's keys, by id.
     async fn api_keys(&self, account_id: i64) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key by id (`provisio admin revoke`): it stops authenticating at once, since
+    /// every request looks its key up. Returns whether it existed.
+    async fn delete_api_key(&self, id: i64) -> StoreResult<bool>;
 
     // ---- Digest challenges ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@
 
 use super::changes::Listener;
 use super::migrations;
+use super::pg_tls::{self, MakeRustlsConnect, TlsOptions};
 use super::sqlite::apply_account_update;
 use super::{
     AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuditEvent, AuditQuery, AuthTokenState,
@@ -28,7 +29,7 @@ use std::time::Duration;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, Row};
 
 /// How long a caller waits for a pooled connection, and a new connection may take to open.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,6 +50,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// The pool's connection settings, for the change feed's own connection.
     config: tokio_postgres::Config,
+    /// The pool's TLS connector (`sslmode`, `sslrootcert`), shared with the change feed.
+    tls: MakeRustlsConnect,
     /// The change feed's listener, started by the first [`Store::change_feed`] call.
     listener: std::sync::OnceLock<Listener>,
 }
@@ -57,10 +60,11 @@ impl PostgresStore {
     /// Parses a `postgres://` URL, builds the pool and opens one connection, so a bad URL or an
     /// unreachable server fails at start-up with a clear message (the password is never shown).
     pub async fn connect(url: &str, pool_size: usize) -> anyhow::Result<PostgresStore> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .context("invalid PostgreSQL URL (expected postgres://user@host:port/database)")?;
+        let (mut config, tls_options) = pg_tls::parse_url(url)?;
         let target = describe(&config);
+        let tls = tls_options
+            .connector()
+            .with_context(|| format!("PostgreSQL at {target}: TLS set-up"))?;
         // Every wait on the server is bounded: opening (connect_timeout), an idle connection
         // whose peer vanished (keepalives) and unacknowledged writes (TCP_USER_TIMEOUT). A URL
         // that sets one of these keeps its own value.
@@ -77,7 +81,7 @@ impl PostgresStore {
         }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -93,13 +97,33 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             config,
+            tls,
             listener: std::sync::OnceLock::new(),
         };
         store
-            .ping()
+            .first_connection(&tls_options)
             .await
-            .map_err(|e| anyhow!("cannot connect to PostgreSQL at {target}: {e}"))?;
+            .map_err(|why| anyhow!("cannot connect to PostgreSQL at {target}: {why}"))?;
         Ok(store)
+    }
+
+    /// Opens the first pooled connection and runs a query, explaining a TLS failure (wrong CA,
+    /// wrong host name, server without TLS or refusing plain connections) in words.
+    async fn first_connection(&self, tls: &TlsOptions) -> Result<(), String> {
+        let client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(PoolError::Backend(e)) => {
+                return Err(tls
+                    .explain(&host_name(&self.config), &e)
+                    .unwrap_or_else(|| pool_error(PoolError::Backend(e)).to_string()));
+            }
+            Err(e) => return Err(pool_error(e).to_string()),
+        };
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(|e| StoreError::from(e).to_string())
     }
 
     /// A pooled connection. Recycling (`RecyclingMethod::Fast`) drops a connection whose
@@ -173,14 +197,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// `user@host:port/dbname` of a configuration, for error messages without the password.
-fn describe(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
+/// The first host of a configuration (the name TLS verifies), `localhost` when none is given.
+fn host_name(config: &tokio_postgres::Config) -> String {
+    match config.get_hosts().first() {
         Some(Host::Tcp(name)) => name.clone(),
         #[cfg(unix)]
         Some(Host::Unix(path)) => path.display().to_string(),
         None => "localhost".to_string(),
-    };
+    }
+}
+
+/// `user@host:port/dbname` of a configuration, for error messages without the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = host_name(config);
     let port = config.get_ports().first().copied().unwrap_or(5432);
     format!(
         "{}@{host}:{port}/{}",
@@ -542,7 +571,8 @@ impl Store for PostgresStore {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let mut first = None;
         let listener = self.listener.get_or_init(|| {
-            let (listener, receiver) = Listener::start(&runtime, self.config.clone());
+            let (listener, receiver) =
+                Listener::start(&runtime, self.config.clone(), self.tls.clone());
             first = Some(receiver);
             listener
         });
@@ -1225,6 +1255,14 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn delete_api_key(&self, id: i64) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("DELETE FROM api_keys WHERE id = $1")
+            .await?;
+        Ok(client.execute(&stmt, &[&id]).await? > 0)
     }
 
     // ---- Digest challenges ----------------------------------------------------------------

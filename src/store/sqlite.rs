@@ -1156,6 +1156,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn delete_api_key(&self, id: i64) -> StoreResult<bool> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM api_keys WHERE id = ?1")?
+                .execute([id])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     // ---- Digest challenges ----------------------------------------------------------------
 
     async fn create_digest_nonce(
