@@ -77,6 +77,9 @@ struct ReloadState {
     last_error: Option<String>,
     last_error_at: Option<i64>,
     healthy: bool,
+    /// Digest of the files of the latest failed reload, until a reload succeeds or the
+    /// files match the live set again: the same broken save is reported once.
+    failed_digest: Option<set::Digest>,
 }
 
 /// What an operator needs to know about the live scripts (served as JSON on an admin route).
@@ -90,9 +93,10 @@ pub struct HookStatus {
     pub scripts: Vec<FileReport>,
     /// When the live set was compiled (ISO 8601).
     pub loaded_at: String,
-    /// Successful reloads since start (the initial load not counted).
+    /// Reloads that swapped in a changed set since start (the initial load, and events that
+    /// left every script's text as it was, not counted).
     pub reloads: u64,
-    /// Reloads refused because a script did not compile.
+    /// Reloads refused because a script did not compile (each distinct broken content once).
     pub reload_failures: u64,
     /// The latest reload error (`file:line:col: message`, one per line), if any ever happened.
     pub last_error: Option<String>,
@@ -382,49 +386,80 @@ impl Hooks {
         Stop::Failed(set::describe_run_error(script, hook, err))
     }
 
-    /// Recompiles the whole directory and swaps the new set in atomically. If any script
-    /// fails to compile, the error is logged (file and line), counted
+    /// Reads the directory and, when its scripts differ from the live set's (a SHA-256 of
+    /// names and sources), recompiles it and swaps the new set in atomically. Unchanged
+    /// files are not a reload: nothing is compiled, swapped or counted. If any script fails
+    /// to compile, the error is logged (file and line), counted
     /// (`provisio_hook_reload_failures_total`) and kept for [`Hooks::status`], and the
-    /// previous set stays live.
+    /// previous set stays live; the same broken content found again (an editor saving it
+    /// twice) is not logged or counted again.
     pub fn reload_now(&self) -> Result<(), String> {
         let _one_at_a_time = self
             .reload_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let compiled = set::compile_dir(&self.engine, &self.dir)
-            .map_err(|e| format!("{}: cannot read the directory: {e}", self.dir.display()));
-        let outcome = match compiled {
-            Ok(c) => {
-                let errors = c.errors();
-                c.set.ok_or_else(|| errors.join("\n"))
+        let sources = match set::read_sources(&self.dir) {
+            Ok(sources) => sources,
+            Err(e) => {
+                let error = format!("{}: cannot read the directory: {e}", self.dir.display());
+                self.reload_failed(&error, None);
+                return Err(error);
             }
-            Err(e) => Err(e),
         };
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match outcome {
-            Ok(set) => {
-                log_loaded(&set, "hook scripts reloaded");
-                self.current.store(Arc::new(set));
-                state.reloads += 1;
-                state.healthy = true;
-                Ok(())
-            }
-            Err(errors) => {
-                for line in errors.lines() {
-                    tracing::error!(
-                        error = %line,
-                        "hook scripts not reloaded: a script does not compile; the previous \
-                         scripts stay live"
-                    );
-                }
-                metrics::counter!(RELOAD_FAILURES_METRIC).increment(1);
-                state.failures += 1;
-                state.last_error = Some(errors.clone());
-                state.last_error_at = Some(now_ms());
-                state.healthy = false;
-                Err(errors)
+        if sources.digest == self.current.load().digest {
+            // A save of the same text, a revert to the live version, an event that was not
+            // a change: the files on disk are what is serving.
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.healthy = true;
+            state.failed_digest = None;
+            tracing::debug!(dir = %self.dir.display(), "hook scripts unchanged; not reloaded");
+            return Ok(());
+        }
+        {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.failed_digest == Some(sources.digest) {
+                // Already logged and counted once for exactly these files.
+                return Err(state.last_error.clone().unwrap_or_default());
             }
         }
+        let digest = sources.digest;
+        let compiled = set::compile_sources(&self.engine, sources);
+        let errors = compiled.errors();
+        match compiled.set {
+            Some(set) => {
+                log_loaded(&set, "hook scripts reloaded");
+                self.current.store(Arc::new(set));
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.reloads += 1;
+                state.healthy = true;
+                state.failed_digest = None;
+                Ok(())
+            }
+            None => {
+                let error = errors.join("\n");
+                self.reload_failed(&error, Some(digest));
+                Err(error)
+            }
+        }
+    }
+
+    /// Logs, counts and records a reload that failed (`digest`: of the files that did not
+    /// compile, so the same files are not reported twice).
+    fn reload_failed(&self, errors: &str, digest: Option<set::Digest>) {
+        for line in errors.lines() {
+            tracing::error!(
+                error = %line,
+                "hook scripts not reloaded: a script does not compile; the previous \
+                 scripts stay live"
+            );
+        }
+        metrics::counter!(RELOAD_FAILURES_METRIC).increment(1);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.failures += 1;
+        state.last_error = Some(errors.to_string());
+        state.last_error_at = Some(now_ms());
+        state.healthy = false;
+        state.failed_digest = digest;
     }
 
     /// Starts watching the hooks directory (debounced by `debounce_ms`); every change to a
