@@ -125,26 +125,51 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
-/// The `request` and `account` maps of one request, built once and handed to each hook call.
+/// What the hooks of one request read, built once per request and frozen ([`api::frozen`]):
+/// every hook call of every script gets these same values (a reference count each, never a
+/// copy), and no script can change what the next one sees.
 struct Args {
     request: Dynamic,
     account: Dynamic,
-    /// Hook calls that may still come (an upper bound: never fewer than the real number).
-    calls_left: usize,
+    /// The `password` argument for each of `HookContext::auth_info_sections`, built at the
+    /// first `on_auth_info` call.
+    passwords: Option<Vec<Dynamic>>,
+    /// Entries in `request` and `account` when built ([`api::entry_count`]).
+    entries: usize,
 }
 
 impl Args {
-    /// The arguments of the next hook call: copies, or the maps themselves for the last call.
-    fn next(&mut self) -> (Dynamic, Dynamic) {
-        self.calls_left = self.calls_left.saturating_sub(1);
-        if self.calls_left == 0 {
-            (
-                std::mem::take(&mut self.request),
-                std::mem::take(&mut self.account),
-            )
-        } else {
-            (self.request.clone(), self.account.clone())
+    fn new(ctx: &HookContext, home: &Space) -> Args {
+        // The request's space and the account's are usually the same: build its map once.
+        let space = api::frozen(api::space_map(&ctx.space));
+        let account = ctx.account.as_ref().map_or(Dynamic::UNIT, |a| {
+            let home_map = if home.domain == ctx.space.domain {
+                space.clone()
+            } else {
+                api::frozen(api::space_map(home))
+            };
+            api::frozen(api::account_map(a, home, home_map))
+        });
+        let request = api::frozen(api::request_map(&ctx.request, space));
+        let entries = api::entry_count(&request) + api::entry_count(&account);
+        Args {
+            request,
+            account,
+            passwords: None,
+            entries,
         }
+    }
+
+    /// Whether no script added a key to the values (passwords included: each holds the
+    /// account, and its own keys are checked the same way).
+    fn intact(&self) -> bool {
+        let passwords_intact = self.passwords.as_ref().is_none_or(|passwords| {
+            passwords.iter().all(|p| {
+                api::entry_count(p) == api::PASSWORD_ENTRIES + api::entry_count(&self.account)
+            })
+        });
+        passwords_intact
+            && api::entry_count(&self.request) + api::entry_count(&self.account) == self.entries
     }
 }
 
@@ -200,45 +225,23 @@ impl Hooks {
             return Ok(());
         }
         let started = Instant::now();
-        let deadline = started + Duration::from_millis(self.settings.deadline_ms);
-        let _deadline = engine::enter_deadline(deadline);
+        let budget = Duration::from_millis(self.settings.deadline_ms);
+        let _deadline = engine::enter_deadline(budget);
         let doc: SharedDoc = Arc::new(Mutex::new(Doc::from_config(std::mem::take(config))));
         let home = ctx.account_space.as_ref().unwrap_or(&ctx.space);
-        // An upper bound of the hook calls to come: the last one gets the maps themselves
-        // instead of copies (each call still gets its own, as before).
-        let calls = scripts
-            .iter()
-            .map(|s| {
-                usize::from(s.hooks.proxy && ctx.proxy_section.is_some())
-                    + if s.hooks.auth_info {
-                        ctx.auth_info_sections.len()
-                    } else {
-                        0
-                    }
-                    + usize::from(s.hooks.config)
-            })
-            .sum();
-        // The request's space and the account's are usually the same: build its map once.
-        let space = api::space_map(&ctx.space);
-        let account = ctx.account.as_ref().map_or(Dynamic::UNIT, |a| {
-            let home_map = if home.domain == ctx.space.domain {
-                space.clone()
-            } else {
-                api::space_map(home)
-            };
-            api::account_map(a, home, home_map)
-        });
-        let mut args = Args {
-            request: api::request_map(&ctx.request, space),
-            account,
-            calls_left: calls,
-        };
+        let mut args = Args::new(ctx, home);
         let skip = ctx.space.hook_failure == HookFailure::Skip;
 
         let mut result = Ok(());
         for script in &scripts {
             let snapshot = skip.then(|| api::lock(&doc).clone());
-            match self.run_script(script, ctx, &doc, &mut args, &home.realm) {
+            let outcome = self.run_script(script, ctx, &doc, &mut args, &home.realm);
+            if !args.intact() {
+                // The script added a key to a frozen map (the one change Rhai lets through):
+                // the next script gets values built afresh.
+                args = Args::new(ctx, home);
+            }
+            match outcome {
                 Ok(()) => {}
                 Err(Stop::Denied(token)) => {
                     tracing::info!(
@@ -308,25 +311,31 @@ impl Hooks {
             && api::lock(doc).contains_id(id)
         {
             let section = Dynamic::from(SectionHandle::new(doc.clone(), id));
-            let (request, account) = args.next();
-            self.call(script, "on_proxy", (section, request, account))?;
+            let call_args = (section, args.request.clone(), args.account.clone());
+            self.call(script, "on_proxy", call_args)?;
         }
         if script.hooks.auth_info {
-            for (id, password) in &ctx.auth_info_sections {
+            let account = &args.account;
+            let passwords = args.passwords.get_or_insert_with(|| {
+                ctx.auth_info_sections
+                    .iter()
+                    .map(|(_, p)| api::frozen(api::password_map(p, realm, account.clone())))
+                    .collect()
+            });
+            for ((id, _), password) in ctx.auth_info_sections.iter().zip(passwords.iter()) {
                 // An earlier script may have removed the section: nothing to call on.
                 if !api::lock(doc).contains_id(*id) {
                     continue;
                 }
                 let section = Dynamic::from(SectionHandle::new(doc.clone(), *id));
-                let (request, account) = args.next();
-                let password = api::password_map(password, realm, account);
-                self.call(script, "on_auth_info", (section, request, password))?;
+                let call_args = (section, args.request.clone(), password.clone());
+                self.call(script, "on_auth_info", call_args)?;
             }
         }
         if script.hooks.config {
             let config = Dynamic::from(ConfigHandle::new(doc.clone()));
-            let (request, account) = args.next();
-            self.call(script, "on_config", (config, request, account))?;
+            let call_args = (config, args.request.clone(), args.account.clone());
+            self.call(script, "on_config", call_args)?;
         }
         Ok(())
     }

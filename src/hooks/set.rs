@@ -16,7 +16,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The hook functions a script may define, with the parameters each takes.
 pub const HOOKS: [(&str, [&str; 3]); 3] = [
@@ -498,7 +497,7 @@ pub fn compile_sources(engine: &Engine, sources: Sources) -> Compiled {
         };
         let file: Arc<str> = Arc::from(name.as_str());
         let _script = enter_script(file.clone());
-        let _deadline = enter_deadline(Instant::now() + LOAD_DEADLINE);
+        let _deadline = enter_deadline(LOAD_DEADLINE);
         match kind {
             FileKind::Module => {
                 if !is_module_name(name.trim_end_matches(".rhai")) {
