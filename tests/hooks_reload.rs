@@ -8,6 +8,7 @@ use provisio::hooks::{HookContext, Hooks};
 use provisio::lpconfig::Config;
 use provisio::model::Space;
 use provisio::request::{RequestInfo, RouteKind};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -336,9 +337,8 @@ fn reading_touching_or_resaving_scripts_never_reloads_and_an_edit_reloads_once()
         let file = std::fs::File::options().write(true).open(script).unwrap();
         file.set_modified(SystemTime::now() + Duration::from_secs(60))
             .unwrap();
-        let mut perms = std::fs::metadata(script).unwrap().permissions();
-        perms.set_readonly(false);
-        std::fs::set_permissions(script, perms).unwrap();
+        // `chmod 600`: the mode only, the content unchanged.
+        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     std::thread::sleep(SETTLE);
     assert_eq!(hooks.status().reloads, 0, "{:?}", hooks.status());
