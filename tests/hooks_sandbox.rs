@@ -925,8 +925,8 @@ fn the_deadline_holds_within_ten_percent_even_in_native_calls() {
     let bodies = [
         // String building: every operation copies tens of kilobytes.
         "let s = \"x\"; s.pad(50000, 'y'); loop { let t = s + \"z\"; t.replace(\"y\", \"w\"); t.to_upper(); }",
-        // Array work: sorting, searching, and Rhai's size check of the array after a change.
-        "let a = []; let i = 0; while i < 2000 { a.push(`item${(i * 7919) % 2000}`); i += 1; } loop { a.sort(); a.reverse(); a.index_of(\"none\"); a.push(\"x\"); a.pop(); }",
+        // Array work: each search compares thousands of items in one native call.
+        "let a = []; a.pad(5000, \"item\"); loop { a.index_of(\"none\"); a.contains(\"none\"); }",
         // The document: big values set again and again, the whole document listed.
         "let s = config.section(\"big\"); let v = \"x\"; v.pad(50000, 'x'); let i = 0; loop { s.set(`k${i % 16}`, v); config.names(); s.get(`k${i % 7}`).len(); i += 1; }",
     ];
