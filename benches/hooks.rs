@@ -1,8 +1,10 @@
 //! The cost of the hook stage with the bundled example scripts, next to document assembly
 //! without hooks, measured in the same run: per fixture case, `assemble` alone, then the hook
-//! stage alone (assembly done in the untimed setup). Also the cost of a space with no
-//! script (the fast path), of an empty hook (the fixed cost of calling any script), and of
-//! recompiling the whole bundled directory (a reload).
+//! stage alone (assembly done in the untimed setup), for every bundled fixture (a denied
+//! request included: its hook stage ends in `deny`). Also the cost of a space with no script
+//! (the fast path), of an empty hook (the fixed cost of calling any script), of compiling the
+//! whole bundled directory (a reload that finds a change), and of a file event that changes
+//! nothing (the directory read and hashed, nothing compiled).
 //!
 //! Run: `cargo bench --bench hooks`.
 
@@ -14,17 +16,20 @@ use provisio::hooks::{HookContext, Hooks};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
-/// Fixture cases benchmarked: default.rhai alone, and default + each example space script.
-const CASES: &[&str] = &[
-    "default-unchanged",
-    "tls-account",
-    "nat-turn",
-    "query-allow-list",
-    "contacts-carddav",
-];
-
 fn bundled() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks")
+}
+
+/// Every bundled fixture case, by name.
+fn cases() -> Vec<String> {
+    let mut cases: Vec<String> = std::fs::read_dir(bundled().join("fixtures"))
+        .expect("fixtures")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    cases.sort();
+    cases
 }
 
 fn load(dir: &Path) -> Hooks {
@@ -59,8 +64,8 @@ fn bench_hooks(c: &mut Criterion) {
     let no_hooks = load(empty_dir.path());
 
     let mut group = c.benchmark_group("hooks");
-    for case in CASES {
-        let fixture = Fixture::load(&bundled().join("fixtures").join(case)).expect("fixture");
+    for case in cases() {
+        let fixture = Fixture::load(&bundled().join("fixtures").join(&case)).expect("fixture");
         let space = fixture.space();
         let account = fixture.account();
         let passwords = fixture.passwords();
@@ -76,8 +81,10 @@ fn bench_hooks(c: &mut Criterion) {
             b.iter_batched(
                 || prepare(&fixture),
                 |(ctx, mut config)| {
-                    hooks.run(&ctx, &mut config).expect("hooks run");
-                    black_box(config)
+                    // A fixture that expects a refusal ends in `deny`: still the hook stage.
+                    let outcome = hooks.run(&ctx, &mut config);
+                    assert_eq!(outcome.is_err(), fixture.expect_status.is_some());
+                    black_box((outcome, config))
                 },
                 BatchSize::SmallInput,
             )
@@ -117,8 +124,13 @@ fn bench_hooks(c: &mut Criterion) {
         )
     });
 
-    // A reload: read and compile every bundled script (imports included).
-    group.bench_function("reload_bundled_dir", |b| {
+    // A reload that finds a change: read and compile every bundled script (imports
+    // included; the engine is built too).
+    group.bench_function("compile_bundled_dir", |b| {
+        b.iter(|| black_box(load(&bundled())))
+    });
+    // A file event that changes nothing: the directory is read and hashed, nothing compiled.
+    group.bench_function("reload_unchanged_dir", |b| {
         b.iter(|| hooks.reload_now().expect("reload"))
     });
     group.finish();

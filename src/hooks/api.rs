@@ -301,6 +301,29 @@ fn strings_map<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Dyn
     Dynamic::from_map(map)
 }
 
+/// Makes a value handed to scripts read-only and shared. Every hook call of a request gets
+/// the same value for the cost of a reference count instead of a copy of the maps, and a
+/// script that tries to change it (`request.x = 1`, `account.dictionary.clear()`) gets a
+/// script error instead of changing what the next script sees. A `let` copy of a part
+/// (`let q = request.query;`) is the script's own and can be changed.
+pub fn frozen(value: Dynamic) -> Dynamic {
+    value.into_read_only().into_shared()
+}
+
+/// Entries in a value, nested maps included (a shared map inside is counted wherever it
+/// appears). Rhai refuses to change a frozen map's values or remove its keys, but
+/// `map["new key"] = x` still adds a key (Rhai 1.27 does not check read-only there):
+/// counting entries after a script is how the hooks notice, and rebuild the values before
+/// the next script runs.
+pub fn entry_count(value: &Dynamic) -> usize {
+    value.read_lock::<Map>().map_or(0, |map| {
+        map.len() + map.values().map(entry_count).sum::<usize>()
+    })
+}
+
+/// Keys of a [`password_map`] besides its `account`.
+pub const PASSWORD_ENTRIES: usize = 3;
+
 /// A space as scripts see it (`request.space`, `account.space`).
 pub fn space_map(space: &Space) -> Dynamic {
     let mut m = Map::new();
@@ -349,7 +372,7 @@ fn visible_path(request: &RequestInfo) -> String {
     }
 }
 
-/// The `request` argument: the request as a read-only map (a copy per call), without
+/// The `request` argument: the request as a map (frozen by the caller), without
 /// credentials (see [`HIDDEN_HEADERS`]); `space` is the request space's [`space_map`].
 pub fn request_map(request: &RequestInfo, space: Dynamic) -> Dynamic {
     let mut m = Map::new();

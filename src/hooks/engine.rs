@@ -23,7 +23,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Module, ModuleResolver, Position, Sha
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Modules one hook call may load (imports are resolved at load time; this bounds nesting).
 pub const MAX_MODULES: usize = 16;
@@ -36,20 +36,25 @@ pub const MAX_VARIABLES: usize = 1_000;
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Wall-clock budget for compiling one script, imported modules' top-level code included.
 pub const LOAD_DEADLINE: Duration = Duration::from_secs(2);
-/// How often (in Rhai operations) the deadline is checked: reading the clock on every
-/// operation would double the cost of a tight loop.
-const DEADLINE_CHECK_EVERY: u64 = 256;
+/// How often (in Rhai operations) the deadline is checked: every 4th operation. Once past
+/// the deadline, a script runs on for at most this many operations, and an operation can be
+/// long — a native call (sorting a big array, replacing in a long string) or Rhai's size
+/// check of a big array after each change — so checking every 256 operations let a script
+/// overrun the deadline by far more than 10 %. The clock is [`quanta`]'s (the CPU's
+/// time-stamp counter where it is reliable, a few nanoseconds a read), so checking this
+/// often costs a tight loop little.
+const DEADLINE_CHECK_MASK: u64 = 4 - 1;
 /// Termination token of a script stopped by the deadline.
 pub const DEADLINE_TOKEN: &str = "provisio: hook deadline exceeded";
 
 thread_local! {
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    static DEADLINE: Cell<Option<quanta::Instant>> = const { Cell::new(None) };
     static SCRIPT: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
     static LOADING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Restores the previous deadline of this thread when dropped.
-pub struct DeadlineGuard(Option<Instant>);
+pub struct DeadlineGuard(Option<quanta::Instant>);
 
 impl Drop for DeadlineGuard {
     fn drop(&mut self) {
@@ -57,8 +62,10 @@ impl Drop for DeadlineGuard {
     }
 }
 
-/// Sets the wall-clock deadline of every hook call made on this thread until the guard drops.
-pub fn enter_deadline(deadline: Instant) -> DeadlineGuard {
+/// Sets the wall-clock deadline of every hook call made on this thread, `budget` from now,
+/// until the guard drops.
+pub fn enter_deadline(budget: Duration) -> DeadlineGuard {
+    let deadline = quanta::Instant::now() + budget;
     DeadlineGuard(DEADLINE.with(|d| d.replace(Some(deadline))))
 }
 
@@ -217,12 +224,17 @@ pub fn new_engine(settings: &HookSettings, dir: &Path) -> Engine {
     engine.disable_symbol("eval");
     engine.set_module_resolver(HooksDirResolver::new(dir));
 
+    // Calibrate the clock now (once per process, a few milliseconds) rather than in the
+    // first request's budget.
+    let _ = quanta::Instant::now();
     engine.on_progress(|ops| {
-        if ops % DEADLINE_CHECK_EVERY != 0 {
+        if ops & DEADLINE_CHECK_MASK != 0 {
             return None;
         }
         match DEADLINE.with(Cell::get) {
-            Some(deadline) if Instant::now() >= deadline => Some(Dynamic::from(DEADLINE_TOKEN)),
+            Some(deadline) if quanta::Instant::now() >= deadline => {
+                Some(Dynamic::from(DEADLINE_TOKEN))
+            }
             _ => None,
         }
     });
@@ -267,10 +279,13 @@ mod tests {
 
     #[test]
     fn guards_restore_thread_state() {
-        let d = Instant::now();
         {
-            let _g = enter_deadline(d);
-            assert_eq!(DEADLINE.with(Cell::get), Some(d));
+            let _g = enter_deadline(Duration::from_secs(1));
+            assert!(
+                DEADLINE
+                    .with(Cell::get)
+                    .is_some_and(|d| d > quanta::Instant::now())
+            );
             let _s = enter_script(Arc::from("a.rhai"));
             assert_eq!(&*current_script(), "a.rhai");
         }

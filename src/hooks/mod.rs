@@ -77,6 +77,9 @@ struct ReloadState {
     last_error: Option<String>,
     last_error_at: Option<i64>,
     healthy: bool,
+    /// Digest of the files of the latest failed reload, until a reload succeeds or the
+    /// files match the live set again: the same broken save is reported once.
+    failed_digest: Option<set::Digest>,
 }
 
 /// What an operator needs to know about the live scripts (served as JSON on an admin route).
@@ -90,9 +93,10 @@ pub struct HookStatus {
     pub scripts: Vec<FileReport>,
     /// When the live set was compiled (ISO 8601).
     pub loaded_at: String,
-    /// Successful reloads since start (the initial load not counted).
+    /// Reloads that swapped in a changed set since start (the initial load, and events that
+    /// left every script's text as it was, not counted).
     pub reloads: u64,
-    /// Reloads refused because a script did not compile.
+    /// Reloads refused because a script did not compile (each distinct broken content once).
     pub reload_failures: u64,
     /// The latest reload error (`file:line:col: message`, one per line), if any ever happened.
     pub last_error: Option<String>,
@@ -121,26 +125,51 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
-/// The `request` and `account` maps of one request, built once and handed to each hook call.
+/// What the hooks of one request read, built once per request and frozen ([`api::frozen`]):
+/// every hook call of every script gets these same values (a reference count each, never a
+/// copy), and no script can change what the next one sees.
 struct Args {
     request: Dynamic,
     account: Dynamic,
-    /// Hook calls that may still come (an upper bound: never fewer than the real number).
-    calls_left: usize,
+    /// The `password` argument for each of `HookContext::auth_info_sections`, built at the
+    /// first `on_auth_info` call.
+    passwords: Option<Vec<Dynamic>>,
+    /// Entries in `request` and `account` when built ([`api::entry_count`]).
+    entries: usize,
 }
 
 impl Args {
-    /// The arguments of the next hook call: copies, or the maps themselves for the last call.
-    fn next(&mut self) -> (Dynamic, Dynamic) {
-        self.calls_left = self.calls_left.saturating_sub(1);
-        if self.calls_left == 0 {
-            (
-                std::mem::take(&mut self.request),
-                std::mem::take(&mut self.account),
-            )
-        } else {
-            (self.request.clone(), self.account.clone())
+    fn new(ctx: &HookContext, home: &Space) -> Args {
+        // The request's space and the account's are usually the same: build its map once.
+        let space = api::frozen(api::space_map(&ctx.space));
+        let account = ctx.account.as_ref().map_or(Dynamic::UNIT, |a| {
+            let home_map = if home.domain == ctx.space.domain {
+                space.clone()
+            } else {
+                api::frozen(api::space_map(home))
+            };
+            api::frozen(api::account_map(a, home, home_map))
+        });
+        let request = api::frozen(api::request_map(&ctx.request, space));
+        let entries = api::entry_count(&request) + api::entry_count(&account);
+        Args {
+            request,
+            account,
+            passwords: None,
+            entries,
         }
+    }
+
+    /// Whether no script added a key to the values (passwords included: each holds the
+    /// account, and its own keys are checked the same way).
+    fn intact(&self) -> bool {
+        let passwords_intact = self.passwords.as_ref().is_none_or(|passwords| {
+            passwords.iter().all(|p| {
+                api::entry_count(p) == api::PASSWORD_ENTRIES + api::entry_count(&self.account)
+            })
+        });
+        passwords_intact
+            && api::entry_count(&self.request) + api::entry_count(&self.account) == self.entries
     }
 }
 
@@ -196,45 +225,23 @@ impl Hooks {
             return Ok(());
         }
         let started = Instant::now();
-        let deadline = started + Duration::from_millis(self.settings.deadline_ms);
-        let _deadline = engine::enter_deadline(deadline);
+        let budget = Duration::from_millis(self.settings.deadline_ms);
+        let _deadline = engine::enter_deadline(budget);
         let doc: SharedDoc = Arc::new(Mutex::new(Doc::from_config(std::mem::take(config))));
         let home = ctx.account_space.as_ref().unwrap_or(&ctx.space);
-        // An upper bound of the hook calls to come: the last one gets the maps themselves
-        // instead of copies (each call still gets its own, as before).
-        let calls = scripts
-            .iter()
-            .map(|s| {
-                usize::from(s.hooks.proxy && ctx.proxy_section.is_some())
-                    + if s.hooks.auth_info {
-                        ctx.auth_info_sections.len()
-                    } else {
-                        0
-                    }
-                    + usize::from(s.hooks.config)
-            })
-            .sum();
-        // The request's space and the account's are usually the same: build its map once.
-        let space = api::space_map(&ctx.space);
-        let account = ctx.account.as_ref().map_or(Dynamic::UNIT, |a| {
-            let home_map = if home.domain == ctx.space.domain {
-                space.clone()
-            } else {
-                api::space_map(home)
-            };
-            api::account_map(a, home, home_map)
-        });
-        let mut args = Args {
-            request: api::request_map(&ctx.request, space),
-            account,
-            calls_left: calls,
-        };
+        let mut args = Args::new(ctx, home);
         let skip = ctx.space.hook_failure == HookFailure::Skip;
 
         let mut result = Ok(());
         for script in &scripts {
             let snapshot = skip.then(|| api::lock(&doc).clone());
-            match self.run_script(script, ctx, &doc, &mut args, &home.realm) {
+            let outcome = self.run_script(script, ctx, &doc, &mut args, &home.realm);
+            if !args.intact() {
+                // The script added a key to a frozen map (the one change Rhai lets through):
+                // the next script gets values built afresh.
+                args = Args::new(ctx, home);
+            }
+            match outcome {
                 Ok(()) => {}
                 Err(Stop::Denied(token)) => {
                     tracing::info!(
@@ -304,25 +311,31 @@ impl Hooks {
             && api::lock(doc).contains_id(id)
         {
             let section = Dynamic::from(SectionHandle::new(doc.clone(), id));
-            let (request, account) = args.next();
-            self.call(script, "on_proxy", (section, request, account))?;
+            let call_args = (section, args.request.clone(), args.account.clone());
+            self.call(script, "on_proxy", call_args)?;
         }
         if script.hooks.auth_info {
-            for (id, password) in &ctx.auth_info_sections {
+            let account = &args.account;
+            let passwords = args.passwords.get_or_insert_with(|| {
+                ctx.auth_info_sections
+                    .iter()
+                    .map(|(_, p)| api::frozen(api::password_map(p, realm, account.clone())))
+                    .collect()
+            });
+            for ((id, _), password) in ctx.auth_info_sections.iter().zip(passwords.iter()) {
                 // An earlier script may have removed the section: nothing to call on.
                 if !api::lock(doc).contains_id(*id) {
                     continue;
                 }
                 let section = Dynamic::from(SectionHandle::new(doc.clone(), *id));
-                let (request, account) = args.next();
-                let password = api::password_map(password, realm, account);
-                self.call(script, "on_auth_info", (section, request, password))?;
+                let call_args = (section, args.request.clone(), password.clone());
+                self.call(script, "on_auth_info", call_args)?;
             }
         }
         if script.hooks.config {
             let config = Dynamic::from(ConfigHandle::new(doc.clone()));
-            let (request, account) = args.next();
-            self.call(script, "on_config", (config, request, account))?;
+            let call_args = (config, args.request.clone(), args.account.clone());
+            self.call(script, "on_config", call_args)?;
         }
         Ok(())
     }
@@ -382,49 +395,80 @@ impl Hooks {
         Stop::Failed(set::describe_run_error(script, hook, err))
     }
 
-    /// Recompiles the whole directory and swaps the new set in atomically. If any script
-    /// fails to compile, the error is logged (file and line), counted
+    /// Reads the directory and, when its scripts differ from the live set's (a SHA-256 of
+    /// names and sources), recompiles it and swaps the new set in atomically. Unchanged
+    /// files are not a reload: nothing is compiled, swapped or counted. If any script fails
+    /// to compile, the error is logged (file and line), counted
     /// (`provisio_hook_reload_failures_total`) and kept for [`Hooks::status`], and the
-    /// previous set stays live.
+    /// previous set stays live; the same broken content found again (an editor saving it
+    /// twice) is not logged or counted again.
     pub fn reload_now(&self) -> Result<(), String> {
         let _one_at_a_time = self
             .reload_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let compiled = set::compile_dir(&self.engine, &self.dir)
-            .map_err(|e| format!("{}: cannot read the directory: {e}", self.dir.display()));
-        let outcome = match compiled {
-            Ok(c) => {
-                let errors = c.errors();
-                c.set.ok_or_else(|| errors.join("\n"))
+        let sources = match set::read_sources(&self.dir) {
+            Ok(sources) => sources,
+            Err(e) => {
+                let error = format!("{}: cannot read the directory: {e}", self.dir.display());
+                self.reload_failed(&error, None);
+                return Err(error);
             }
-            Err(e) => Err(e),
         };
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match outcome {
-            Ok(set) => {
-                log_loaded(&set, "hook scripts reloaded");
-                self.current.store(Arc::new(set));
-                state.reloads += 1;
-                state.healthy = true;
-                Ok(())
-            }
-            Err(errors) => {
-                for line in errors.lines() {
-                    tracing::error!(
-                        error = %line,
-                        "hook scripts not reloaded: a script does not compile; the previous \
-                         scripts stay live"
-                    );
-                }
-                metrics::counter!(RELOAD_FAILURES_METRIC).increment(1);
-                state.failures += 1;
-                state.last_error = Some(errors.clone());
-                state.last_error_at = Some(now_ms());
-                state.healthy = false;
-                Err(errors)
+        if sources.digest == self.current.load().digest {
+            // A save of the same text, a revert to the live version, an event that was not
+            // a change: the files on disk are what is serving.
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.healthy = true;
+            state.failed_digest = None;
+            tracing::debug!(dir = %self.dir.display(), "hook scripts unchanged; not reloaded");
+            return Ok(());
+        }
+        {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.failed_digest == Some(sources.digest) {
+                // Already logged and counted once for exactly these files.
+                return Err(state.last_error.clone().unwrap_or_default());
             }
         }
+        let digest = sources.digest;
+        let compiled = set::compile_sources(&self.engine, sources);
+        let errors = compiled.errors();
+        match compiled.set {
+            Some(set) => {
+                log_loaded(&set, "hook scripts reloaded");
+                self.current.store(Arc::new(set));
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.reloads += 1;
+                state.healthy = true;
+                state.failed_digest = None;
+                Ok(())
+            }
+            None => {
+                let error = errors.join("\n");
+                self.reload_failed(&error, Some(digest));
+                Err(error)
+            }
+        }
+    }
+
+    /// Logs, counts and records a reload that failed (`digest`: of the files that did not
+    /// compile, so the same files are not reported twice).
+    fn reload_failed(&self, errors: &str, digest: Option<set::Digest>) {
+        for line in errors.lines() {
+            tracing::error!(
+                error = %line,
+                "hook scripts not reloaded: a script does not compile; the previous \
+                 scripts stay live"
+            );
+        }
+        metrics::counter!(RELOAD_FAILURES_METRIC).increment(1);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.failures += 1;
+        state.last_error = Some(errors.to_string());
+        state.last_error_at = Some(now_ms());
+        state.healthy = false;
+        state.failed_digest = digest;
     }
 
     /// Starts watching the hooks directory (debounced by `debounce_ms`); every change to a

@@ -16,7 +16,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The hook functions a script may define, with the parameters each takes.
 pub const HOOKS: [(&str, [&str; 3]); 3] = [
@@ -141,6 +140,64 @@ pub struct HookSet {
     pub files: Vec<FileReport>,
     /// When this set was compiled (unix ms).
     pub loaded_at: i64,
+    /// Digest of the file names and sources it was compiled from: a reload whose files hash
+    /// the same changes nothing and is skipped.
+    pub digest: Digest,
+}
+
+/// SHA-256 of a directory's script names and sources (see [`Sources::digest`]).
+pub type Digest = [u8; 32];
+
+/// One script file as read from the directory.
+#[derive(Debug)]
+pub struct Source {
+    /// File name (`default.rhai`).
+    pub name: String,
+    /// What the file is.
+    pub kind: FileKind,
+    /// Its text, or why it could not be read.
+    pub text: Result<String, String>,
+}
+
+/// Every script of a directory, read once: what a reload compares (by digest) before it
+/// compiles anything.
+#[derive(Debug)]
+pub struct Sources {
+    /// The files, sorted by name.
+    pub files: Vec<Source>,
+    /// SHA-256 over each file's name and text (length-prefixed, so no two different sets
+    /// hash alike by shifting bytes between names and texts).
+    pub digest: Digest,
+}
+
+/// Reads every script of a directory (sorted by name) and hashes names and texts. A missing
+/// directory is an empty set.
+pub fn read_sources(dir: &Path) -> std::io::Result<Sources> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut files = Vec::new();
+    for (name, path, kind) in list(dir)? {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: cannot read: {e}"));
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        match &text {
+            Ok(t) => {
+                hasher.update([1]);
+                hasher.update((t.len() as u64).to_le_bytes());
+                hasher.update(t.as_bytes());
+            }
+            Err(e) => {
+                hasher.update([0]);
+                hasher.update((e.len() as u64).to_le_bytes());
+                hasher.update(e.as_bytes());
+            }
+        }
+        files.push(Source { name, kind, text });
+    }
+    Ok(Sources {
+        files,
+        digest: hasher.finalize().into(),
+    })
 }
 
 impl HookSet {
@@ -409,14 +466,20 @@ fn detect_hooks(file: &str, ast: &AST) -> (Defined, Vec<String>, Option<String>)
 /// Compiles every script of a directory. Never fails as a whole: errors are per file, and
 /// the set is only built when there are none.
 pub fn compile_dir(engine: &Engine, dir: &Path) -> std::io::Result<Compiled> {
-    let files = list(dir)?;
-    let mut reports = Vec::with_capacity(files.len());
+    Ok(compile_sources(engine, read_sources(dir)?))
+}
+
+/// Compiles scripts already read by [`read_sources`] (modules are read again by `import`,
+/// when the scripts that import them compile).
+pub fn compile_sources(engine: &Engine, sources: Sources) -> Compiled {
+    let mut reports = Vec::with_capacity(sources.files.len());
     let mut set = HookSet {
         loaded_at: crate::model::now_ms(),
+        digest: sources.digest,
         ..HookSet::default()
     };
     let _loading = enter_loading();
-    for (name, path, kind) in files {
+    for Source { name, kind, text } in sources.files {
         let mut report = FileReport {
             file: name.clone(),
             kind: kind.clone(),
@@ -424,17 +487,17 @@ pub fn compile_dir(engine: &Engine, dir: &Path) -> std::io::Result<Compiled> {
             warnings: Vec::new(),
             error: None,
         };
-        let source = match std::fs::read_to_string(&path) {
+        let source = match text {
             Ok(s) => s,
             Err(e) => {
-                report.error = Some(format!("{name}: cannot read: {e}"));
+                report.error = Some(e);
                 reports.push(report);
                 continue;
             }
         };
         let file: Arc<str> = Arc::from(name.as_str());
         let _script = enter_script(file.clone());
-        let _deadline = enter_deadline(Instant::now() + LOAD_DEADLINE);
+        let _deadline = enter_deadline(LOAD_DEADLINE);
         match kind {
             FileKind::Module => {
                 if !is_module_name(name.trim_end_matches(".rhai")) {
@@ -503,10 +566,10 @@ pub fn compile_dir(engine: &Engine, dir: &Path) -> std::io::Result<Compiled> {
     }
     let ok = reports.iter().all(|r| r.error.is_none());
     set.files = reports.clone();
-    Ok(Compiled {
+    Compiled {
         files: reports,
         set: ok.then_some(set),
-    })
+    }
 }
 
 #[cfg(test)]
