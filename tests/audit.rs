@@ -116,6 +116,10 @@ both_backends!(
             assert_eq!(created[field], Value::Null, "never provisioned: {field}");
         }
 
+        // The anonymous document names no account: served, never recorded (an unauthenticated
+        // client must not be able to grow the table).
+        let r = app.provision(HOST, "/provisioning").send().await.unwrap();
+        assert_eq!(r.status(), 200);
         // A phone behind the trusted proxy fetches the token's document.
         let r = client_from(PROXY)
             .get(format!("{}/provisioning/{token}", app.base))
@@ -157,6 +161,10 @@ both_backends!(
         let delivered = wait_events(&app, HOST, &boss_key, &query, 2).await;
         assert_eq!(delivered.len(), 2, "{delivered:?}");
         let (me, by_token) = (&delivered[0], &delivered[1]);
+        let (_, every) = audit(&app, HOST, Some(&boss_key), "action=document.delivered").await;
+        let every = every.as_array().expect("events");
+        assert_eq!(every.len(), 2, "only the account's documents: {every:?}");
+        assert!(every.iter().all(|e| e["account_id"] == alice_id), "{every:?}");
         assert_eq!(
             me["detail"], "/provisioning/me",
             "newest first: {delivered:?}"

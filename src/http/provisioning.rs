@@ -149,7 +149,11 @@ async fn document(
     .await;
     let (mut response, account) = match result {
         Ok(doc) => {
-            record_delivery(state, &doc, &actor, seen, served_by.as_deref()).await;
+            // An anonymous document names no account, and recording it would let any client
+            // add rows without authenticating: only an account's document is a delivery.
+            if doc.account_id.is_some() {
+                record_delivery(state, &doc, &actor, seen, served_by.as_deref()).await;
+            }
             (
                 reply::with_body(200, XML_CONTENT_TYPE, doc.xml),
                 doc.account_id,
@@ -163,7 +167,7 @@ async fn document(
 
 /// Queues the audit events of a delivered document (`document.delivered`, with the route
 /// template as detail, and `password.reset` when it carried a new password), in the account's
-/// space, or the serving space for an anonymous document. Queued, not written: the request
+/// space. Queued, not written: the request
 /// itself performs no write for them.
 async fn record_delivery(
     state: &AppState,
