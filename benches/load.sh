@@ -135,7 +135,8 @@ run_backend sqlite "" 18318
 if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   DB="bench_$$"
   psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE DATABASE $DB" >/dev/null
-  run_backend postgres "postgres://postgres@127.0.0.1:5432/$DB" 18319
+  # Loopback: no TLS (the default `prefer` would encrypt every round trip on the same cores).
+  run_backend postgres "postgres://postgres@127.0.0.1:5432/$DB?sslmode=disable" 18319
   psql -q -h 127.0.0.1 -U postgres -d test -c "DROP DATABASE $DB WITH (FORCE)" >/dev/null
 else
   echo "(PostgreSQL not running: skipped)"
