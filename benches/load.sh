@@ -6,7 +6,7 @@
 # the command that produced them.
 #
 #   benches/load.sh [SECONDS]     (default 5 s per scenario; needs wrk, curl and python3)
-#   CONNS=32 ACCOUNTS=30000 benches/load.sh 10
+#   CONNS=32 ACCOUNTS=30000 STORES="sqlite postgres" benches/load.sh 10
 #
 # Scenarios, all against the same server (bundled example hooks loaded):
 #   healthz     the HTTP ceiling (no database)
@@ -28,11 +28,12 @@ W=$(mktemp -d)
 trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$W"' EXIT
 
 # Creates accounts through the API as fast as the server takes them, writing each new account's
-# provisioning token to a file: wrk with a counter that stops its thread after the last one.
+# provisioning token to a file; once every creation is answered it writes FILE.done, and the
+# shell interrupts wrk (whose threads cannot end a run before its -d duration by themselves).
 cat >"$W/create.lua" <<'LUA'
-local n, answered, out = 0, 0, nil
+local n, answered, out, done_path = 0, 0, nil, nil
 function init(args)
-  n = tonumber(args[1]); out = io.open(args[2], "w")
+  n = tonumber(args[1]); out = io.open(args[2], "w"); done_path = args[2] .. ".done"
 end
 local i = 0
 function request()
@@ -45,7 +46,7 @@ function response(status, headers, body)
   local t = body:match('"provisioning_token"%s*:%s*"([^"]+)"')
   if t then out:write(t, "\n") else io.stderr:write("account creation: HTTP ", status, " ", body:sub(1, 200), "\n") end
   answered = answered + 1
-  if answered >= n then out:flush(); wrk.thread:stop() end
+  if answered == n then out:flush(); io.open(done_path, "w"):close() end
 end
 LUA
 
@@ -81,7 +82,12 @@ run_backend() {
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   local base="http://127.0.0.1:$port"
   sed "s/wrk.key/\"$key\"/" "$W/create.lua" >"$W/$name.create.lua"
-  wrk -t1 -c8 -d600s -s "$W/$name.create.lua" "$base" -- "$ACCOUNTS" "$W/$name.tokens" >/dev/null
+  wrk -t1 -c8 -d3600s -s "$W/$name.create.lua" "$base" -- "$ACCOUNTS" "$W/$name.tokens" >/dev/null &
+  local creator=$!
+  while [ ! -e "$W/$name.tokens.done" ] && kill -0 "$creator" 2>/dev/null; do sleep 0.5; done
+  kill -INT "$creator" 2>/dev/null || true
+  wait "$creator" 2>/dev/null || true
+  [ -e "$W/$name.tokens.done" ] || { echo "account creation failed" >&2; exit 1; }
   local made; made=$(wc -l <"$W/$name.tokens")
   local one; one=$(head -1 "$W/$name.tokens"); tail -n +2 "$W/$name.tokens" >"$W/$name.consume"
 
@@ -131,8 +137,11 @@ PY
 
 echo "| store      | scenario  |     req/s |  p50 ms |  p99 ms | /readyz | /healthz | notes"
 echo "|------------|-----------|----------:|--------:|--------:|-------:|-------:|------"
-run_backend sqlite "" 18318
-if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+STORES=${STORES:-sqlite postgres}
+[[ " $STORES " == *" sqlite "* ]] && run_backend sqlite "" 18318
+if [[ " $STORES " != *" postgres "* ]]; then
+  :
+elif pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   DB="bench_$$"
   psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE DATABASE $DB" >/dev/null
   # Loopback: no TLS (the default `prefer` would encrypt every round trip on the same cores).
