@@ -164,7 +164,10 @@ both_backends!(
         let (_, every) = audit(&app, HOST, Some(&boss_key), "action=document.delivered").await;
         let every = every.as_array().expect("events");
         assert_eq!(every.len(), 2, "only the account's documents: {every:?}");
-        assert!(every.iter().all(|e| e["account_id"] == alice_id), "{every:?}");
+        assert!(
+            every.iter().all(|e| e["account_id"] == alice_id),
+            "{every:?}"
+        );
         assert_eq!(
             me["detail"], "/provisioning/me",
             "newest first: {delivered:?}"
