@@ -13,7 +13,9 @@
 //! line rather than a corrupted rc file or a late 500 from the finish stage.
 
 use super::engine::{MAX_DOCUMENT_BYTES, current_script};
-use crate::lpconfig::{Config, Section, check_entry_name, check_section_name, check_value};
+use crate::lpconfig::{
+    Config, Section, check_entry_name, check_section_name, check_value, check_value_lazy,
+};
 use crate::model::{Account, Password, Space};
 use crate::request::{RequestInfo, RouteKind};
 use rhai::{
@@ -155,7 +157,7 @@ impl Doc {
         let slot = self.slot(id)?;
         check_entry_name(name).map_err(|e| script_error(e.to_string()))?;
         let value = entry_value(value)?;
-        check_value(&format!("value of {}/{name}", slot.section.name), &value)
+        check_value_lazy(|| format!("value of {}/{name}", slot.section.name), &value)
             .map_err(|e| script_error(e.to_string()))?;
         let (added, removed) = match slot.section.entry(name) {
             Some(old) => (value.len(), old.value.len()),
@@ -291,13 +293,17 @@ impl IntoIterator for SectionHandle {
 }
 
 fn opt_string(v: Option<&str>) -> Dynamic {
-    v.map_or(Dynamic::UNIT, |s| s.to_string().into())
+    v.map_or(Dynamic::UNIT, text)
+}
+
+/// A string value for a script, copied once (straight into Rhai's shared string, short
+/// strings inline, without an intermediate `String`).
+fn text(s: &str) -> Dynamic {
+    Dynamic::from(ImmutableString::from(s))
 }
 
 fn strings_map<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Dynamic {
-    let map: Map = pairs
-        .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
-        .collect();
+    let map: Map = pairs.map(|(k, v)| (k.as_str().into(), text(v))).collect();
     Dynamic::from_map(map)
 }
 
@@ -327,14 +333,14 @@ pub const PASSWORD_ENTRIES: usize = 3;
 /// A space as scripts see it (`request.space`, `account.space`).
 pub fn space_map(space: &Space) -> Dynamic {
     let mut m = Map::new();
-    m.insert("domain".into(), space.domain.clone().into());
-    m.insert("host".into(), space.host.clone().into());
-    m.insert("name".into(), space.name.clone().into());
-    m.insert("realm".into(), space.realm.clone().into());
+    m.insert("domain".into(), text(&space.domain));
+    m.insert("host".into(), text(&space.host));
+    m.insert("name".into(), text(&space.name));
+    m.insert("realm".into(), text(&space.realm));
     m.insert("super".into(), space.super_space.into());
     m.insert(
         "password_algorithm".into(),
-        space.password_algorithm.as_str().to_string().into(),
+        text(space.password_algorithm.as_str()),
     );
     m.insert("overwrite_all".into(), space.overwrite_all.into());
     m.insert(
@@ -342,14 +348,8 @@ pub fn space_map(space: &Space) -> Dynamic {
         opt_string(space.vcard_list_url.as_deref()),
     );
     m.insert("public_url".into(), opt_string(space.public_url.as_deref()));
-    m.insert(
-        "header_mode".into(),
-        space.header_mode.as_str().to_string().into(),
-    );
-    m.insert(
-        "hook_failure".into(),
-        space.hook_failure.as_str().to_string().into(),
-    );
+    m.insert("header_mode".into(), text(space.header_mode.as_str()));
+    m.insert("hook_failure".into(), text(space.hook_failure.as_str()));
     Dynamic::from_map(m)
 }
 
@@ -376,10 +376,10 @@ fn visible_path(request: &RequestInfo) -> String {
 /// credentials (see [`HIDDEN_HEADERS`]); `space` is the request space's [`space_map`].
 pub fn request_map(request: &RequestInfo, space: Dynamic) -> Dynamic {
     let mut m = Map::new();
-    m.insert("method".into(), request.method.clone().into());
+    m.insert("method".into(), text(&request.method));
     m.insert("path".into(), visible_path(request).into());
-    m.insert("query_string".into(), request.raw_query.clone().into());
-    m.insert("route".into(), request.route.as_str().to_string().into());
+    m.insert("query_string".into(), text(&request.raw_query));
+    m.insert("route".into(), text(request.route.as_str()));
     m.insert("query".into(), strings_map(request.query.iter()));
     m.insert(
         "headers".into(),
@@ -390,9 +390,9 @@ pub fn request_map(request: &RequestInfo, space: Dynamic) -> Dynamic {
                 .filter(|(k, _)| !HIDDEN_HEADERS.contains(&k.as_str())),
         ),
     );
-    m.insert("host".into(), request.host.clone().into());
+    m.insert("host".into(), text(&request.host));
     m.insert("client_ip".into(), request.client_ip_string().into());
-    m.insert("user_agent".into(), request.user_agent().to_string().into());
+    m.insert("user_agent".into(), text(request.user_agent()));
     m.insert("space".into(), space);
     Dynamic::from_map(m)
 }
@@ -402,8 +402,8 @@ pub fn request_map(request: &RequestInfo, space: Dynamic) -> Dynamic {
 pub fn account_map(account: &Account, home: &Space, home_map: Dynamic) -> Dynamic {
     let mut m = Map::new();
     m.insert("id".into(), Dynamic::from_int(account.id as INT));
-    m.insert("username".into(), account.username.clone().into());
-    m.insert("domain".into(), account.domain.clone().into());
+    m.insert("username".into(), text(&account.username));
+    m.insert("domain".into(), text(&account.domain));
     m.insert(
         "display_name".into(),
         opt_string(account.display_name.as_deref()),
@@ -412,7 +412,7 @@ pub fn account_map(account: &Account, home: &Space, home_map: Dynamic) -> Dynami
     m.insert("phone".into(), opt_string(account.phone.as_deref()));
     m.insert("activated".into(), account.activated.into());
     m.insert("admin".into(), account.admin.into());
-    m.insert("realm".into(), home.realm.clone().into());
+    m.insert("realm".into(), text(&home.realm));
     m.insert("sip_uri".into(), account.sip_uri().into());
     m.insert("identity".into(), account.full_identifier().into());
     m.insert("dictionary".into(), strings_map(account.dictionary.iter()));
@@ -423,11 +423,8 @@ pub fn account_map(account: &Account, home: &Space, home_map: Dynamic) -> Dynami
 /// The `password` argument of `on_auth_info`: never the HA1 itself.
 pub fn password_map(password: &Password, realm: &str, account: Dynamic) -> Dynamic {
     let mut m = Map::new();
-    m.insert(
-        "algorithm".into(),
-        password.algorithm.as_str().to_string().into(),
-    );
-    m.insert("realm".into(), realm.to_string().into());
+    m.insert("algorithm".into(), text(password.algorithm.as_str()));
+    m.insert("realm".into(), text(realm));
     m.insert("account".into(), account);
     Dynamic::from_map(m)
 }
@@ -576,7 +573,7 @@ pub fn register(engine: &mut Engine) {
                 .iter()
                 .find(|s| s.section.name == section)
                 .and_then(|s| s.section.get(name))
-                .map_or(Dynamic::UNIT, |v| v.to_string().into())
+                .map_or(Dynamic::UNIT, text)
         },
     );
     engine.register_fn("to_string", |c: &mut ConfigHandle| -> String {
@@ -605,10 +602,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn(
         "get",
         |s: &mut SectionHandle, name: &str| -> ScriptResult<Dynamic> {
-            s.read(|sec| {
-                sec.get(name)
-                    .map_or(Dynamic::UNIT, |v| v.to_string().into())
-            })
+            s.read(|sec| sec.get(name).map_or(Dynamic::UNIT, text))
         },
     );
     engine.register_fn(
@@ -640,10 +634,7 @@ pub fn register(engine: &mut Engine) {
     });
     engine.register_indexer_get(
         |s: &mut SectionHandle, name: ImmutableString| -> ScriptResult<Dynamic> {
-            s.read(|sec| {
-                sec.get(&name)
-                    .map_or(Dynamic::UNIT, |v| v.to_string().into())
-            })
+            s.read(|sec| sec.get(&name).map_or(Dynamic::UNIT, text))
         },
     );
     engine.register_indexer_set(
