@@ -307,31 +307,76 @@ fn strings_map<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Dyn
     Dynamic::from_map(map)
 }
 
-/// Makes a value handed to scripts read-only and shared. Every hook call of a request gets
-/// the same value for the cost of a reference count instead of a copy of the maps, and a
-/// script that tries to change it (`request.x = 1`, `account.dictionary.clear()`) gets a
-/// script error instead of changing what the next script sees. A `let` copy of a part
-/// (`let q = request.query;`) is the script's own and can be changed.
-pub fn frozen(value: Dynamic) -> Dynamic {
-    value.into_read_only().into_shared()
+/// A map handed to scripts read-only (`request`, `account`, `password`): the map behind a
+/// reference count, so every hook call and every helper function it is passed to gets it
+/// for the cost of that count. A Rhai map cannot be shared that cheaply: passing a shared
+/// map to a script function (`policy::refuse_if_needed(request, account)`) copies it whole,
+/// and a read-only map still lets `map["new key"] = x` add a key. Scripts read it like a
+/// map (`request.method`, `account.dictionary["team"]`, `"x" in request`, `keys()`,
+/// `len()`); a missing key reads as `()`; any assignment, to a key or to anything inside
+/// one (`request.query.lang = "x"`, `account.dictionary.clear()`), is a script error, so no
+/// script ever sees another one's change. A part read from it (`let q = request.query;`) is
+/// a copy, the script's own to change.
+#[derive(Debug, Clone)]
+pub struct FrozenMap(Arc<Map>);
+
+impl FrozenMap {
+    fn get(&self, key: &str) -> Dynamic {
+        self.0.get(key).cloned().unwrap_or(Dynamic::UNIT)
+    }
+
+    /// The map as Rhai prints it.
+    fn display(&self, debug: bool) -> String {
+        let map = Dynamic::from_map((*self.0).clone());
+        if debug {
+            format!("{map:?}")
+        } else {
+            map.to_string()
+        }
+    }
 }
 
-/// Entries in a value, nested maps included (a shared map inside is counted wherever it
-/// appears). Rhai refuses to change a frozen map's values or remove its keys, but
-/// `map["new key"] = x` still adds a key (Rhai 1.27 does not check read-only there):
-/// counting entries after a script is how the hooks notice, and rebuild the values before
-/// the next script runs.
-pub fn entry_count(value: &Dynamic) -> usize {
-    value.read_lock::<Map>().map_or(0, |map| {
-        map.len() + map.values().map(entry_count).sum::<usize>()
-    })
+/// Freezes a map for scripts ([`FrozenMap`]).
+pub fn frozen(map: Map) -> Dynamic {
+    Dynamic::from(FrozenMap(Arc::new(map)))
 }
 
-/// Keys of a [`password_map`] besides its `account`.
-pub const PASSWORD_ENTRIES: usize = 3;
+/// Whether two script values are equal (maps and arrays compared deeply; a value of any
+/// other type only equals itself by identity, which a copy never is).
+fn same(a: &Dynamic, b: &Dynamic) -> bool {
+    if let (Some(x), Some(y)) = (a.read_lock::<Map>(), b.read_lock::<Map>()) {
+        return x.len() == y.len()
+            && x.iter()
+                .all(|(k, v)| y.get(k.as_str()).is_some_and(|w| same(v, w)));
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<Array>(), b.read_lock::<Array>()) {
+        return x.len() == y.len() && x.iter().zip(y.iter()).all(|(v, w)| same(v, w));
+    }
+    if let (Ok(x), Ok(y)) = (a.as_immutable_string_ref(), b.as_immutable_string_ref()) {
+        return *x == *y;
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<FrozenMap>(), b.read_lock::<FrozenMap>()) {
+        return Arc::ptr_eq(&x.0, &y.0);
+    }
+    if a.is_unit() || b.is_unit() {
+        return a.is_unit() && b.is_unit();
+    }
+    match (a.as_int(), b.as_int(), a.as_bool(), b.as_bool()) {
+        (Ok(x), Ok(y), ..) => x == y,
+        (.., Ok(x), Ok(y)) => x == y,
+        _ => a.type_id() == b.type_id() && a.to_string() == b.to_string(),
+    }
+}
+
+fn read_only_error(key: &str) -> Box<EvalAltResult> {
+    script_error(format!(
+        "cannot change {key:?}: request, account and password are read-only \
+         (`let` a copy of a part to change it)"
+    ))
+}
 
 /// A space as scripts see it (`request.space`, `account.space`).
-pub fn space_map(space: &Space) -> Dynamic {
+pub fn space_map(space: &Space) -> Map {
     let mut m = Map::new();
     m.insert("domain".into(), text(&space.domain));
     m.insert("host".into(), text(&space.host));
@@ -350,7 +395,7 @@ pub fn space_map(space: &Space) -> Dynamic {
     m.insert("public_url".into(), opt_string(space.public_url.as_deref()));
     m.insert("header_mode".into(), text(space.header_mode.as_str()));
     m.insert("hook_failure".into(), text(space.hook_failure.as_str()));
-    Dynamic::from_map(m)
+    m
 }
 
 /// Headers scripts never see: credentials, which a script that logs `request.headers`
@@ -374,7 +419,7 @@ fn visible_path(request: &RequestInfo) -> String {
 
 /// The `request` argument: the request as a map (frozen by the caller), without
 /// credentials (see [`HIDDEN_HEADERS`]); `space` is the request space's [`space_map`].
-pub fn request_map(request: &RequestInfo, space: Dynamic) -> Dynamic {
+pub fn request_map(request: &RequestInfo, space: Map) -> Map {
     let mut m = Map::new();
     m.insert("method".into(), text(&request.method));
     m.insert("path".into(), visible_path(request).into());
@@ -393,13 +438,13 @@ pub fn request_map(request: &RequestInfo, space: Dynamic) -> Dynamic {
     m.insert("host".into(), text(&request.host));
     m.insert("client_ip".into(), request.client_ip_string().into());
     m.insert("user_agent".into(), text(request.user_agent()));
-    m.insert("space".into(), space);
-    Dynamic::from_map(m)
+    m.insert("space".into(), Dynamic::from_map(space));
+    m
 }
 
-/// The `account` argument: the account as a read-only map; `home` is the account's space and
+/// The `account` argument: the account as a map (frozen by the caller); `home` is the account's space and
 /// `home_map` its [`space_map`] (built by the caller, which can share it with `request.space`).
-pub fn account_map(account: &Account, home: &Space, home_map: Dynamic) -> Dynamic {
+pub fn account_map(account: &Account, home: &Space, home_map: Map) -> Map {
     let mut m = Map::new();
     m.insert("id".into(), Dynamic::from_int(account.id as INT));
     m.insert("username".into(), text(&account.username));
@@ -416,17 +461,18 @@ pub fn account_map(account: &Account, home: &Space, home_map: Dynamic) -> Dynami
     m.insert("sip_uri".into(), account.sip_uri().into());
     m.insert("identity".into(), account.full_identifier().into());
     m.insert("dictionary".into(), strings_map(account.dictionary.iter()));
-    m.insert("space".into(), home_map);
-    Dynamic::from_map(m)
+    m.insert("space".into(), Dynamic::from_map(home_map));
+    m
 }
 
-/// The `password` argument of `on_auth_info`: never the HA1 itself.
-pub fn password_map(password: &Password, realm: &str, account: Dynamic) -> Dynamic {
+/// The `password` argument of `on_auth_info` (frozen by the caller; `account` is the frozen
+/// account): never the HA1 itself.
+pub fn password_map(password: &Password, realm: &str, account: Dynamic) -> Map {
     let mut m = Map::new();
     m.insert("algorithm".into(), text(password.algorithm.as_str()));
     m.insert("realm".into(), text(realm));
     m.insert("account".into(), account);
-    Dynamic::from_map(m)
+    m
 }
 
 /// A refusal asked for by `deny(status, message)`; travels as Rhai's termination token, so
@@ -658,6 +704,37 @@ pub fn register(engine: &mut Engine) {
         })
         .unwrap_or_else(|_| "(removed section)".to_string())
     });
+
+    // ---- request, account, password ----
+    // Named "map" so `type_of(request)` reads as it always did.
+    engine.register_type_with_name::<FrozenMap>("map");
+    engine.register_indexer_get(|m: &mut FrozenMap, key: ImmutableString| m.get(&key));
+    // Rhai writes a part back after any method call on it (`request.headers.len()`), so
+    // writing back what is there already is not a change.
+    engine.register_indexer_set(
+        |m: &mut FrozenMap, key: ImmutableString, value: Dynamic| -> ScriptResult<()> {
+            match m.0.get(key.as_str()) {
+                Some(old) if same(old, &value) => Ok(()),
+                _ => Err(read_only_error(&key)),
+            }
+        },
+    );
+    engine.register_fn("get", |m: &mut FrozenMap, key: &str| m.get(key));
+    engine.register_fn("contains", |m: &mut FrozenMap, key: &str| {
+        m.0.contains_key(key)
+    });
+    engine.register_fn("len", |m: &mut FrozenMap| m.0.len() as INT);
+    engine.register_fn("is_empty", |m: &mut FrozenMap| m.0.is_empty());
+    engine.register_fn("keys", |m: &mut FrozenMap| -> Array {
+        m.0.keys()
+            .map(|k| Dynamic::from(ImmutableString::from(k.as_str())))
+            .collect()
+    });
+    engine.register_fn("values", |m: &mut FrozenMap| -> Array {
+        m.0.values().cloned().collect()
+    });
+    engine.register_fn("to_string", |m: &mut FrozenMap| m.display(false));
+    engine.register_fn("to_debug", |m: &mut FrozenMap| m.display(true));
 
     // ---- not in the sandbox ----
     // Rhai's core package has `sleep`, which would block the request thread past the

@@ -125,51 +125,35 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
-/// What the hooks of one request read, built once per request and frozen ([`api::frozen`]):
-/// every hook call of every script gets these same values (a reference count each, never a
-/// copy), and no script can change what the next one sees.
+/// What the hooks of one request read, built once per request and frozen
+/// ([`api::FrozenMap`]): every hook call of every script gets these same values (a
+/// reference count each, never a copy), and no script can change what the next one sees.
 struct Args {
     request: Dynamic,
     account: Dynamic,
     /// The `password` argument for each of `HookContext::auth_info_sections`, built at the
     /// first `on_auth_info` call.
     passwords: Option<Vec<Dynamic>>,
-    /// Entries in `request` and `account` when built ([`api::entry_count`]).
-    entries: usize,
 }
 
 impl Args {
     fn new(ctx: &HookContext, home: &Space) -> Args {
         // The request's space and the account's are usually the same: build its map once.
-        let space = api::frozen(api::space_map(&ctx.space));
+        let space = api::space_map(&ctx.space);
         let account = ctx.account.as_ref().map_or(Dynamic::UNIT, |a| {
             let home_map = if home.domain == ctx.space.domain {
                 space.clone()
             } else {
-                api::frozen(api::space_map(home))
+                api::space_map(home)
             };
             api::frozen(api::account_map(a, home, home_map))
         });
         let request = api::frozen(api::request_map(&ctx.request, space));
-        let entries = api::entry_count(&request) + api::entry_count(&account);
         Args {
             request,
             account,
             passwords: None,
-            entries,
         }
-    }
-
-    /// Whether no script added a key to the values (passwords included: each holds the
-    /// account, and its own keys are checked the same way).
-    fn intact(&self) -> bool {
-        let passwords_intact = self.passwords.as_ref().is_none_or(|passwords| {
-            passwords.iter().all(|p| {
-                api::entry_count(p) == api::PASSWORD_ENTRIES + api::entry_count(&self.account)
-            })
-        });
-        passwords_intact
-            && api::entry_count(&self.request) + api::entry_count(&self.account) == self.entries
     }
 }
 
@@ -236,11 +220,6 @@ impl Hooks {
         for script in &scripts {
             let snapshot = skip.then(|| api::lock(&doc).clone());
             let outcome = self.run_script(script, ctx, &doc, &mut args, &home.realm);
-            if !args.intact() {
-                // The script added a key to a frozen map (the one change Rhai lets through):
-                // the next script gets values built afresh.
-                args = Args::new(ctx, home);
-            }
             match outcome {
                 Ok(()) => {}
                 Err(Stop::Denied(token)) => {
