@@ -325,6 +325,14 @@ impl FrozenMap {
         self.0.get(key).cloned().unwrap_or(Dynamic::UNIT)
     }
 
+    /// A write: refused unless it writes back what is there already (see [`register`]).
+    fn write_back(&self, key: &str, value: &Dynamic) -> ScriptResult<()> {
+        match self.0.get(key) {
+            Some(old) if same(old, value) => Ok(()),
+            _ => Err(read_only_error(key)),
+        }
+    }
+
     /// The map as Rhai prints it.
     fn display(&self, debug: bool) -> String {
         let map = Dynamic::from_map((*self.0).clone());
@@ -335,6 +343,34 @@ impl FrozenMap {
         }
     }
 }
+
+/// Every key of the frozen maps ([`request_map`], [`account_map`], [`password_map`]).
+const FROZEN_KEYS: [&str; 24] = [
+    "method",
+    "path",
+    "query_string",
+    "route",
+    "query",
+    "headers",
+    "host",
+    "client_ip",
+    "user_agent",
+    "space",
+    "id",
+    "username",
+    "domain",
+    "display_name",
+    "email",
+    "phone",
+    "activated",
+    "admin",
+    "realm",
+    "sip_uri",
+    "identity",
+    "dictionary",
+    "algorithm",
+    "account",
+];
 
 /// Freezes a map for scripts ([`FrozenMap`]).
 pub fn frozen(map: Map) -> Dynamic {
@@ -713,12 +749,22 @@ pub fn register(engine: &mut Engine) {
     // writing back what is there already is not a change.
     engine.register_indexer_set(
         |m: &mut FrozenMap, key: ImmutableString, value: Dynamic| -> ScriptResult<()> {
-            match m.0.get(key.as_str()) {
-                Some(old) if same(old, &value) => Ok(()),
-                _ => Err(read_only_error(&key)),
-            }
+            m.write_back(&key, &value)
         },
     );
+    // Rhai reads `request.method` through a getter when one is registered, and only then
+    // falls back to the indexer — after formatting a "no getter" error it throws away. So
+    // every key these maps have gets a getter (and a setter, which Rhai calls to write a
+    // part back after a method call on it: `request.headers.len()`).
+    for key in FROZEN_KEYS {
+        engine.register_get(key, move |m: &mut FrozenMap| m.get(key));
+        engine.register_set(
+            key,
+            move |m: &mut FrozenMap, value: Dynamic| -> ScriptResult<()> {
+                m.write_back(key, &value)
+            },
+        );
+    }
     engine.register_fn("get", |m: &mut FrozenMap, key: &str| m.get(key));
     engine.register_fn("contains", |m: &mut FrozenMap, key: &str| {
         m.0.contains_key(key)
