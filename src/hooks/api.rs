@@ -197,6 +197,10 @@ pub fn lock(doc: &SharedDoc) -> MutexGuard<'_, Doc> {
 /// containers are refused: they are almost always a bug (a missing map key), and an empty
 /// value must be asked for explicitly with `""`.
 fn entry_value(value: &Dynamic) -> ScriptResult<String> {
+    if let Ok(s) = value.as_immutable_string_ref() {
+        // The common case, without going through `Display`.
+        return Ok(s.as_str().to_string());
+    }
     if value.is_string() || value.is_char() || value.is_int() || value.is_float() {
         return Ok(value.to_string());
     }
