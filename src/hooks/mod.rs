@@ -39,6 +39,7 @@ use arc_swap::ArcSwap;
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Scope};
 use serde::Serialize;
 use set::{Bound, FileReport, HookSet, Script};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,6 +116,7 @@ pub struct Hooks {
     state: Mutex<ReloadState>,
     reload_lock: Mutex<()>,
     watchers: AtomicUsize,
+    space_maps: SpaceMaps,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -137,14 +139,15 @@ struct Args {
 }
 
 impl Args {
-    fn new(ctx: &HookContext, home: &Space) -> Args {
-        // The request's space and the account's are usually the same: build its map once.
-        let space = api::space_map(&ctx.space);
+    fn new(ctx: &HookContext, home: &Space, spaces: &SpaceMaps) -> Args {
+        // The request's space and the account's are usually the same: one map, copied (a
+        // copy shares its strings).
+        let space = spaces.get(&ctx.space);
         let account = ctx.account.as_ref().map_or(Dynamic::UNIT, |a| {
-            let home_map = if home.domain == ctx.space.domain {
+            let home_map = if home == &ctx.space {
                 space.clone()
             } else {
-                api::space_map(home)
+                spaces.get(home)
             };
             api::frozen(api::account_map(a, home, home_map))
         });
@@ -154,6 +157,33 @@ impl Args {
             account,
             passwords: None,
         }
+    }
+}
+
+/// The space maps scripts see (`request.space`, `account.space`), kept between requests:
+/// spaces change a few times a day, and building a map costs an allocation per string where
+/// copying one only counts references. Keyed by domain; an entry is used only while the
+/// space is unchanged (compared whole), and the cache is bounded.
+#[derive(Default)]
+struct SpaceMaps(Mutex<HashMap<String, (Space, rhai::Map)>>);
+
+/// Spaces whose maps are kept (beyond this the cache starts afresh).
+const SPACE_MAPS_MAX: usize = 1024;
+
+impl SpaceMaps {
+    fn get(&self, space: &Space) -> rhai::Map {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, map)) = cache.get(&space.domain)
+            && cached == space
+        {
+            return map.clone();
+        }
+        let map = api::space_map(space);
+        if cache.len() >= SPACE_MAPS_MAX {
+            cache.clear();
+        }
+        cache.insert(space.domain.clone(), (space.clone(), map.clone()));
+        map
     }
 }
 
@@ -191,6 +221,7 @@ impl Hooks {
             }),
             reload_lock: Mutex::new(()),
             watchers: AtomicUsize::new(0),
+            space_maps: SpaceMaps::default(),
         })
     }
 
@@ -213,7 +244,7 @@ impl Hooks {
         let _deadline = engine::enter_deadline(budget);
         let doc: SharedDoc = Arc::new(Mutex::new(Doc::from_config(std::mem::take(config))));
         let home = ctx.account_space.as_ref().unwrap_or(&ctx.space);
-        let mut args = Args::new(ctx, home);
+        let mut args = Args::new(ctx, home, &self.space_maps);
         let skip = ctx.space.hook_failure == HookFailure::Skip;
 
         let mut result = Ok(());
