@@ -13,7 +13,9 @@
 //! line rather than a corrupted rc file or a late 500 from the finish stage.
 
 use super::engine::{MAX_DOCUMENT_BYTES, current_script};
-use crate::lpconfig::{Config, Section, check_entry_name, check_section_name, check_value};
+use crate::lpconfig::{
+    Config, Section, check_entry_name, check_section_name, check_value, check_value_lazy,
+};
 use crate::model::{Account, Password, Space};
 use crate::request::{RequestInfo, RouteKind};
 use rhai::{
@@ -155,7 +157,7 @@ impl Doc {
         let slot = self.slot(id)?;
         check_entry_name(name).map_err(|e| script_error(e.to_string()))?;
         let value = entry_value(value)?;
-        check_value(&format!("value of {}/{name}", slot.section.name), &value)
+        check_value_lazy(|| format!("value of {}/{name}", slot.section.name), &value)
             .map_err(|e| script_error(e.to_string()))?;
         let (added, removed) = match slot.section.entry(name) {
             Some(old) => (value.len(), old.value.len()),
@@ -195,6 +197,10 @@ pub fn lock(doc: &SharedDoc) -> MutexGuard<'_, Doc> {
 /// containers are refused: they are almost always a bug (a missing map key), and an empty
 /// value must be asked for explicitly with `""`.
 fn entry_value(value: &Dynamic) -> ScriptResult<String> {
+    if let Ok(s) = value.as_immutable_string_ref() {
+        // The common case, without going through `Display`.
+        return Ok(s.as_str().to_string());
+    }
     if value.is_string() || value.is_char() || value.is_int() || value.is_float() {
         return Ok(value.to_string());
     }
@@ -291,50 +297,135 @@ impl IntoIterator for SectionHandle {
 }
 
 fn opt_string(v: Option<&str>) -> Dynamic {
-    v.map_or(Dynamic::UNIT, |s| s.to_string().into())
+    v.map_or(Dynamic::UNIT, text)
+}
+
+/// A string value for a script, copied once (straight into Rhai's shared string, short
+/// strings inline, without an intermediate `String`).
+fn text(s: &str) -> Dynamic {
+    Dynamic::from(ImmutableString::from(s))
 }
 
 fn strings_map<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Dynamic {
-    let map: Map = pairs
-        .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
-        .collect();
+    let map: Map = pairs.map(|(k, v)| (k.as_str().into(), text(v))).collect();
     Dynamic::from_map(map)
 }
 
-/// Makes a value handed to scripts read-only and shared. Every hook call of a request gets
-/// the same value for the cost of a reference count instead of a copy of the maps, and a
-/// script that tries to change it (`request.x = 1`, `account.dictionary.clear()`) gets a
-/// script error instead of changing what the next script sees. A `let` copy of a part
-/// (`let q = request.query;`) is the script's own and can be changed.
-pub fn frozen(value: Dynamic) -> Dynamic {
-    value.into_read_only().into_shared()
+/// A map handed to scripts read-only (`request`, `account`, `password`): the map behind a
+/// reference count, so every hook call and every helper function it is passed to gets it
+/// for the cost of that count. A Rhai map cannot be shared that cheaply: passing a shared
+/// map to a script function (`policy::refuse_if_needed(request, account)`) copies it whole,
+/// and a read-only map still lets `map["new key"] = x` add a key. Scripts read it like a
+/// map (`request.method`, `account.dictionary["team"]`, `"x" in request`, `keys()`,
+/// `len()`); a missing key reads as `()`; any assignment, to a key or to anything inside
+/// one (`request.query.lang = "x"`, `account.dictionary.clear()`), is a script error, so no
+/// script ever sees another one's change. A part read from it (`let q = request.query;`) is
+/// a copy, the script's own to change.
+#[derive(Debug, Clone)]
+pub struct FrozenMap(Arc<Map>);
+
+impl FrozenMap {
+    fn get(&self, key: &str) -> Dynamic {
+        self.0.get(key).cloned().unwrap_or(Dynamic::UNIT)
+    }
+
+    /// A write: refused unless it writes back what is there already (see [`register`]).
+    fn write_back(&self, key: &str, value: &Dynamic) -> ScriptResult<()> {
+        match self.0.get(key) {
+            Some(old) if same(old, value) => Ok(()),
+            _ => Err(read_only_error(key)),
+        }
+    }
+
+    /// The map as Rhai prints it.
+    fn display(&self, debug: bool) -> String {
+        let map = Dynamic::from_map((*self.0).clone());
+        if debug {
+            format!("{map:?}")
+        } else {
+            map.to_string()
+        }
+    }
 }
 
-/// Entries in a value, nested maps included (a shared map inside is counted wherever it
-/// appears). Rhai refuses to change a frozen map's values or remove its keys, but
-/// `map["new key"] = x` still adds a key (Rhai 1.27 does not check read-only there):
-/// counting entries after a script is how the hooks notice, and rebuild the values before
-/// the next script runs.
-pub fn entry_count(value: &Dynamic) -> usize {
-    value.read_lock::<Map>().map_or(0, |map| {
-        map.len() + map.values().map(entry_count).sum::<usize>()
-    })
+/// Every key of the frozen maps ([`request_map`], [`account_map`], [`password_map`]).
+const FROZEN_KEYS: [&str; 24] = [
+    "method",
+    "path",
+    "query_string",
+    "route",
+    "query",
+    "headers",
+    "host",
+    "client_ip",
+    "user_agent",
+    "space",
+    "id",
+    "username",
+    "domain",
+    "display_name",
+    "email",
+    "phone",
+    "activated",
+    "admin",
+    "realm",
+    "sip_uri",
+    "identity",
+    "dictionary",
+    "algorithm",
+    "account",
+];
+
+/// Freezes a map for scripts ([`FrozenMap`]).
+pub fn frozen(map: Map) -> Dynamic {
+    Dynamic::from(FrozenMap(Arc::new(map)))
 }
 
-/// Keys of a [`password_map`] besides its `account`.
-pub const PASSWORD_ENTRIES: usize = 3;
+/// Whether two script values are equal (maps and arrays compared deeply; a value of any
+/// other type only equals itself by identity, which a copy never is).
+fn same(a: &Dynamic, b: &Dynamic) -> bool {
+    if let (Some(x), Some(y)) = (a.read_lock::<Map>(), b.read_lock::<Map>()) {
+        return x.len() == y.len()
+            && x.iter()
+                .all(|(k, v)| y.get(k.as_str()).is_some_and(|w| same(v, w)));
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<Array>(), b.read_lock::<Array>()) {
+        return x.len() == y.len() && x.iter().zip(y.iter()).all(|(v, w)| same(v, w));
+    }
+    if let (Ok(x), Ok(y)) = (a.as_immutable_string_ref(), b.as_immutable_string_ref()) {
+        return *x == *y;
+    }
+    if let (Some(x), Some(y)) = (a.read_lock::<FrozenMap>(), b.read_lock::<FrozenMap>()) {
+        return Arc::ptr_eq(&x.0, &y.0);
+    }
+    if a.is_unit() || b.is_unit() {
+        return a.is_unit() && b.is_unit();
+    }
+    match (a.as_int(), b.as_int(), a.as_bool(), b.as_bool()) {
+        (Ok(x), Ok(y), ..) => x == y,
+        (.., Ok(x), Ok(y)) => x == y,
+        _ => a.type_id() == b.type_id() && a.to_string() == b.to_string(),
+    }
+}
+
+fn read_only_error(key: &str) -> Box<EvalAltResult> {
+    script_error(format!(
+        "cannot change {key:?}: request, account and password are read-only \
+         (`let` a copy of a part to change it)"
+    ))
+}
 
 /// A space as scripts see it (`request.space`, `account.space`).
-pub fn space_map(space: &Space) -> Dynamic {
+pub fn space_map(space: &Space) -> Map {
     let mut m = Map::new();
-    m.insert("domain".into(), space.domain.clone().into());
-    m.insert("host".into(), space.host.clone().into());
-    m.insert("name".into(), space.name.clone().into());
-    m.insert("realm".into(), space.realm.clone().into());
+    m.insert("domain".into(), text(&space.domain));
+    m.insert("host".into(), text(&space.host));
+    m.insert("name".into(), text(&space.name));
+    m.insert("realm".into(), text(&space.realm));
     m.insert("super".into(), space.super_space.into());
     m.insert(
         "password_algorithm".into(),
-        space.password_algorithm.as_str().to_string().into(),
+        text(space.password_algorithm.as_str()),
     );
     m.insert("overwrite_all".into(), space.overwrite_all.into());
     m.insert(
@@ -342,15 +433,9 @@ pub fn space_map(space: &Space) -> Dynamic {
         opt_string(space.vcard_list_url.as_deref()),
     );
     m.insert("public_url".into(), opt_string(space.public_url.as_deref()));
-    m.insert(
-        "header_mode".into(),
-        space.header_mode.as_str().to_string().into(),
-    );
-    m.insert(
-        "hook_failure".into(),
-        space.hook_failure.as_str().to_string().into(),
-    );
-    Dynamic::from_map(m)
+    m.insert("header_mode".into(), text(space.header_mode.as_str()));
+    m.insert("hook_failure".into(), text(space.hook_failure.as_str()));
+    m
 }
 
 /// Headers scripts never see: credentials, which a script that logs `request.headers`
@@ -374,12 +459,12 @@ fn visible_path(request: &RequestInfo) -> String {
 
 /// The `request` argument: the request as a map (frozen by the caller), without
 /// credentials (see [`HIDDEN_HEADERS`]); `space` is the request space's [`space_map`].
-pub fn request_map(request: &RequestInfo, space: Dynamic) -> Dynamic {
+pub fn request_map(request: &RequestInfo, space: Map) -> Map {
     let mut m = Map::new();
-    m.insert("method".into(), request.method.clone().into());
+    m.insert("method".into(), text(&request.method));
     m.insert("path".into(), visible_path(request).into());
-    m.insert("query_string".into(), request.raw_query.clone().into());
-    m.insert("route".into(), request.route.as_str().to_string().into());
+    m.insert("query_string".into(), text(&request.raw_query));
+    m.insert("route".into(), text(request.route.as_str()));
     m.insert("query".into(), strings_map(request.query.iter()));
     m.insert(
         "headers".into(),
@@ -390,20 +475,20 @@ pub fn request_map(request: &RequestInfo, space: Dynamic) -> Dynamic {
                 .filter(|(k, _)| !HIDDEN_HEADERS.contains(&k.as_str())),
         ),
     );
-    m.insert("host".into(), request.host.clone().into());
+    m.insert("host".into(), text(&request.host));
     m.insert("client_ip".into(), request.client_ip_string().into());
-    m.insert("user_agent".into(), request.user_agent().to_string().into());
-    m.insert("space".into(), space);
-    Dynamic::from_map(m)
+    m.insert("user_agent".into(), text(request.user_agent()));
+    m.insert("space".into(), Dynamic::from_map(space));
+    m
 }
 
-/// The `account` argument: the account as a read-only map; `home` is the account's space and
+/// The `account` argument: the account as a map (frozen by the caller); `home` is the account's space and
 /// `home_map` its [`space_map`] (built by the caller, which can share it with `request.space`).
-pub fn account_map(account: &Account, home: &Space, home_map: Dynamic) -> Dynamic {
+pub fn account_map(account: &Account, home: &Space, home_map: Map) -> Map {
     let mut m = Map::new();
     m.insert("id".into(), Dynamic::from_int(account.id as INT));
-    m.insert("username".into(), account.username.clone().into());
-    m.insert("domain".into(), account.domain.clone().into());
+    m.insert("username".into(), text(&account.username));
+    m.insert("domain".into(), text(&account.domain));
     m.insert(
         "display_name".into(),
         opt_string(account.display_name.as_deref()),
@@ -412,24 +497,22 @@ pub fn account_map(account: &Account, home: &Space, home_map: Dynamic) -> Dynami
     m.insert("phone".into(), opt_string(account.phone.as_deref()));
     m.insert("activated".into(), account.activated.into());
     m.insert("admin".into(), account.admin.into());
-    m.insert("realm".into(), home.realm.clone().into());
+    m.insert("realm".into(), text(&home.realm));
     m.insert("sip_uri".into(), account.sip_uri().into());
     m.insert("identity".into(), account.full_identifier().into());
     m.insert("dictionary".into(), strings_map(account.dictionary.iter()));
-    m.insert("space".into(), home_map);
-    Dynamic::from_map(m)
+    m.insert("space".into(), Dynamic::from_map(home_map));
+    m
 }
 
-/// The `password` argument of `on_auth_info`: never the HA1 itself.
-pub fn password_map(password: &Password, realm: &str, account: Dynamic) -> Dynamic {
+/// The `password` argument of `on_auth_info` (frozen by the caller; `account` is the frozen
+/// account): never the HA1 itself.
+pub fn password_map(password: &Password, realm: &str, account: Dynamic) -> Map {
     let mut m = Map::new();
-    m.insert(
-        "algorithm".into(),
-        password.algorithm.as_str().to_string().into(),
-    );
-    m.insert("realm".into(), realm.to_string().into());
+    m.insert("algorithm".into(), text(password.algorithm.as_str()));
+    m.insert("realm".into(), text(realm));
     m.insert("account".into(), account);
-    Dynamic::from_map(m)
+    m
 }
 
 /// A refusal asked for by `deny(status, message)`; travels as Rhai's termination token, so
@@ -576,7 +659,7 @@ pub fn register(engine: &mut Engine) {
                 .iter()
                 .find(|s| s.section.name == section)
                 .and_then(|s| s.section.get(name))
-                .map_or(Dynamic::UNIT, |v| v.to_string().into())
+                .map_or(Dynamic::UNIT, text)
         },
     );
     engine.register_fn("to_string", |c: &mut ConfigHandle| -> String {
@@ -605,10 +688,7 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn(
         "get",
         |s: &mut SectionHandle, name: &str| -> ScriptResult<Dynamic> {
-            s.read(|sec| {
-                sec.get(name)
-                    .map_or(Dynamic::UNIT, |v| v.to_string().into())
-            })
+            s.read(|sec| sec.get(name).map_or(Dynamic::UNIT, text))
         },
     );
     engine.register_fn(
@@ -640,10 +720,7 @@ pub fn register(engine: &mut Engine) {
     });
     engine.register_indexer_get(
         |s: &mut SectionHandle, name: ImmutableString| -> ScriptResult<Dynamic> {
-            s.read(|sec| {
-                sec.get(&name)
-                    .map_or(Dynamic::UNIT, |v| v.to_string().into())
-            })
+            s.read(|sec| sec.get(&name).map_or(Dynamic::UNIT, text))
         },
     );
     engine.register_indexer_set(
@@ -667,6 +744,47 @@ pub fn register(engine: &mut Engine) {
         })
         .unwrap_or_else(|_| "(removed section)".to_string())
     });
+
+    // ---- request, account, password ----
+    // Named "map" so `type_of(request)` reads as it always did.
+    engine.register_type_with_name::<FrozenMap>("map");
+    engine.register_indexer_get(|m: &mut FrozenMap, key: ImmutableString| m.get(&key));
+    // Rhai writes a part back after any method call on it (`request.headers.len()`), so
+    // writing back what is there already is not a change.
+    engine.register_indexer_set(
+        |m: &mut FrozenMap, key: ImmutableString, value: Dynamic| -> ScriptResult<()> {
+            m.write_back(&key, &value)
+        },
+    );
+    // Rhai reads `request.method` through a getter when one is registered, and only then
+    // falls back to the indexer — after formatting a "no getter" error it throws away. So
+    // every key these maps have gets a getter (and a setter, which Rhai calls to write a
+    // part back after a method call on it: `request.headers.len()`).
+    for key in FROZEN_KEYS {
+        engine.register_get(key, move |m: &mut FrozenMap| m.get(key));
+        engine.register_set(
+            key,
+            move |m: &mut FrozenMap, value: Dynamic| -> ScriptResult<()> {
+                m.write_back(key, &value)
+            },
+        );
+    }
+    engine.register_fn("get", |m: &mut FrozenMap, key: &str| m.get(key));
+    engine.register_fn("contains", |m: &mut FrozenMap, key: &str| {
+        m.0.contains_key(key)
+    });
+    engine.register_fn("len", |m: &mut FrozenMap| m.0.len() as INT);
+    engine.register_fn("is_empty", |m: &mut FrozenMap| m.0.is_empty());
+    engine.register_fn("keys", |m: &mut FrozenMap| -> Array {
+        m.0.keys()
+            .map(|k| Dynamic::from(ImmutableString::from(k.as_str())))
+            .collect()
+    });
+    engine.register_fn("values", |m: &mut FrozenMap| -> Array {
+        m.0.values().cloned().collect()
+    });
+    engine.register_fn("to_string", |m: &mut FrozenMap| m.display(false));
+    engine.register_fn("to_debug", |m: &mut FrozenMap| m.display(true));
 
     // ---- not in the sandbox ----
     // Rhai's core package has `sleep`, which would block the request thread past the

@@ -39,6 +39,7 @@ use arc_swap::ArcSwap;
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Scope};
 use serde::Serialize;
 use set::{Bound, FileReport, HookSet, Script};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,6 +116,7 @@ pub struct Hooks {
     state: Mutex<ReloadState>,
     reload_lock: Mutex<()>,
     watchers: AtomicUsize,
+    space_maps: SpaceMaps,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -125,51 +127,63 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
-/// What the hooks of one request read, built once per request and frozen ([`api::frozen`]):
-/// every hook call of every script gets these same values (a reference count each, never a
-/// copy), and no script can change what the next one sees.
+/// What the hooks of one request read, built once per request and frozen
+/// ([`api::FrozenMap`]): every hook call of every script gets these same values (a
+/// reference count each, never a copy), and no script can change what the next one sees.
 struct Args {
     request: Dynamic,
     account: Dynamic,
     /// The `password` argument for each of `HookContext::auth_info_sections`, built at the
     /// first `on_auth_info` call.
     passwords: Option<Vec<Dynamic>>,
-    /// Entries in `request` and `account` when built ([`api::entry_count`]).
-    entries: usize,
 }
 
 impl Args {
-    fn new(ctx: &HookContext, home: &Space) -> Args {
-        // The request's space and the account's are usually the same: build its map once.
-        let space = api::frozen(api::space_map(&ctx.space));
+    fn new(ctx: &HookContext, home: &Space, spaces: &SpaceMaps) -> Args {
+        // The request's space and the account's are usually the same: one map, copied (a
+        // copy shares its strings).
+        let space = spaces.get(&ctx.space);
         let account = ctx.account.as_ref().map_or(Dynamic::UNIT, |a| {
-            let home_map = if home.domain == ctx.space.domain {
+            let home_map = if home == &ctx.space {
                 space.clone()
             } else {
-                api::frozen(api::space_map(home))
+                spaces.get(home)
             };
             api::frozen(api::account_map(a, home, home_map))
         });
         let request = api::frozen(api::request_map(&ctx.request, space));
-        let entries = api::entry_count(&request) + api::entry_count(&account);
         Args {
             request,
             account,
             passwords: None,
-            entries,
         }
     }
+}
 
-    /// Whether no script added a key to the values (passwords included: each holds the
-    /// account, and its own keys are checked the same way).
-    fn intact(&self) -> bool {
-        let passwords_intact = self.passwords.as_ref().is_none_or(|passwords| {
-            passwords.iter().all(|p| {
-                api::entry_count(p) == api::PASSWORD_ENTRIES + api::entry_count(&self.account)
-            })
-        });
-        passwords_intact
-            && api::entry_count(&self.request) + api::entry_count(&self.account) == self.entries
+/// The space maps scripts see (`request.space`, `account.space`), kept between requests:
+/// spaces change a few times a day, and building a map costs an allocation per string where
+/// copying one only counts references. Keyed by domain; an entry is used only while the
+/// space is unchanged (compared whole), and the cache is bounded.
+#[derive(Default)]
+struct SpaceMaps(Mutex<HashMap<String, (Space, rhai::Map)>>);
+
+/// Spaces whose maps are kept (beyond this the cache starts afresh).
+const SPACE_MAPS_MAX: usize = 1024;
+
+impl SpaceMaps {
+    fn get(&self, space: &Space) -> rhai::Map {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached, map)) = cache.get(&space.domain)
+            && cached == space
+        {
+            return map.clone();
+        }
+        let map = api::space_map(space);
+        if cache.len() >= SPACE_MAPS_MAX {
+            cache.clear();
+        }
+        cache.insert(space.domain.clone(), (space.clone(), map.clone()));
+        map
     }
 }
 
@@ -207,6 +221,7 @@ impl Hooks {
             }),
             reload_lock: Mutex::new(()),
             watchers: AtomicUsize::new(0),
+            space_maps: SpaceMaps::default(),
         })
     }
 
@@ -229,18 +244,13 @@ impl Hooks {
         let _deadline = engine::enter_deadline(budget);
         let doc: SharedDoc = Arc::new(Mutex::new(Doc::from_config(std::mem::take(config))));
         let home = ctx.account_space.as_ref().unwrap_or(&ctx.space);
-        let mut args = Args::new(ctx, home);
+        let mut args = Args::new(ctx, home, &self.space_maps);
         let skip = ctx.space.hook_failure == HookFailure::Skip;
 
         let mut result = Ok(());
         for script in &scripts {
             let snapshot = skip.then(|| api::lock(&doc).clone());
             let outcome = self.run_script(script, ctx, &doc, &mut args, &home.realm);
-            if !args.intact() {
-                // The script added a key to a frozen map (the one change Rhai lets through):
-                // the next script gets values built afresh.
-                args = Args::new(ctx, home);
-            }
             match outcome {
                 Ok(()) => {}
                 Err(Stop::Denied(token)) => {

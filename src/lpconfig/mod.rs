@@ -65,9 +65,15 @@ pub fn describe_forbidden(code: u32) -> &'static str {
 
 /// Checks a value against the value rule.
 pub fn check_value(what: &str, value: &str) -> Result<(), ValueError> {
+    check_value_lazy(|| what.to_string(), value)
+}
+
+/// [`check_value`] with the label built only when the value is refused: hooks check every
+/// value they set, and formatting a label per call was a measurable share of the hook stage.
+pub fn check_value_lazy(what: impl FnOnce() -> String, value: &str) -> Result<(), ValueError> {
     match first_forbidden(value) {
         Some(c) => Err(ValueError::ForbiddenCharacter {
-            what: what.to_string(),
+            what: what(),
             code: c as u32,
         }),
         None => Ok(()),
@@ -76,38 +82,40 @@ pub fn check_value(what: &str, value: &str) -> Result<(), ValueError> {
 
 /// Checks a section name.
 pub fn check_section_name(name: &str) -> Result<(), ValueError> {
-    let what = format!("section name {name:?}");
+    // The label is built only on error (names are checked on every hook `set`).
+    let what = || format!("section name {name:?}");
     if name.trim().is_empty() {
         return Err(ValueError::BadName {
-            what,
+            what: what(),
             why: "it is empty",
         });
     }
     if name.contains('[') || name.contains(']') {
         return Err(ValueError::BadName {
-            what,
+            what: what(),
             why: "it contains '[' or ']'",
         });
     }
-    check_value(&what, name)
+    check_value_lazy(what, name)
 }
 
 /// Checks an entry name.
 pub fn check_entry_name(name: &str) -> Result<(), ValueError> {
-    let what = format!("entry name {name:?}");
+    // The label is built only on error (names are checked on every hook `set`).
+    let what = || format!("entry name {name:?}");
     if name.trim().is_empty() {
         return Err(ValueError::BadName {
-            what,
+            what: what(),
             why: "it is empty",
         });
     }
     if name.contains('=') {
         return Err(ValueError::BadName {
-            what,
+            what: what(),
             why: "it contains '='",
         });
     }
-    check_value(&what, name)
+    check_value_lazy(what, name)
 }
 
 /// Whether a character is refused by the value rule ([`ValueError`]): C0, DEL, C1, U+2028,
@@ -121,6 +129,10 @@ pub fn is_forbidden_char(c: char) -> bool {
 
 /// The first character of `value` the value rule refuses, if any.
 pub fn first_forbidden(value: &str) -> Option<char> {
+    // Fast path: printable ASCII (nearly every value) has no forbidden character.
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
     value.chars().find(|c| is_forbidden_char(*c))
 }
 
