@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 DUR=${1:-5}
 CONNS=${CONNS:-32}
 # One fresh token per account; the token scenario must never run out (it would measure 404s).
-ACCOUNTS=${ACCOUNTS:-$(( DUR * 6000 > 30000 ? DUR * 6000 : 30000 ))}
+ACCOUNTS=${ACCOUNTS:-$(( DUR * 10000 > 30000 ? DUR * 10000 : 30000 ))}
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 69; }
 cargo build --release --quiet
 BIN=$PWD/target/release/provisio
