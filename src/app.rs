@@ -229,16 +229,10 @@ pub fn public_base(settings: &Settings, space: &Space) -> String {
         .to_string()
 }
 
-/// Directives appended to every log filter: warp, hyper and h2 (HTTP/2) log request paths and
-/// headers (which carry tokens and keys), and tokio-postgres logs statement parameters (HA1s,
-/// token hashes), at debug/trace level, so they are capped whatever the operator asks for.
-pub const REDACTING_DIRECTIVES: &[&str] = &[
-    "warp=info",
-    "hyper=info",
-    "hyper_util=info",
-    "h2=info",
-    "tokio_postgres=info",
-];
+/// Targets capped at `info` in every log filter: warp, hyper and h2 (HTTP/2) log request paths
+/// and headers (which carry tokens and keys), and tokio-postgres logs statement parameters
+/// (HA1s, token hashes), at debug/trace level, so they are capped whatever the operator asks for.
+pub const REDACTING_TARGETS: &[&str] = &["warp", "hyper", "hyper_util", "h2", "tokio_postgres"];
 
 /// The log filter for a base filter string (`RUST_LOG` syntax), with the redacting caps.
 pub fn log_filter(base: &str) -> tracing_subscriber::EnvFilter {
@@ -250,9 +244,8 @@ pub fn log_filter(base: &str) -> tracing_subscriber::EnvFilter {
         .map_or(tracing::level_filters::LevelFilter::INFO, |hint| {
             hint.min(tracing::level_filters::LevelFilter::INFO)
         });
-    for directive in REDACTING_DIRECTIVES {
-        let capped = directive.replace("=info", &format!("={cap}"));
-        if let Ok(d) = capped.parse() {
+    for target in REDACTING_TARGETS {
+        if let Ok(d) = format!("{target}={cap}").parse() {
             filter = filter.add_directive(d);
         }
     }

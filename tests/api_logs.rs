@@ -158,7 +158,7 @@ both_backends!(api_secrets_never_logged, |app: TestApp| async move {
         assert!(
             leak.is_empty(),
             "the {what} reached the logs: {leak:#?}\n(tokio_postgres logs statement parameters at \
-             DEBUG: provisio::app::REDACTING_DIRECTIVES must cap it, e.g. `tokio_postgres=info`)"
+             DEBUG: provisio::app::REDACTING_TARGETS must cap it, e.g. `tokio_postgres=info`)"
         );
     }
     assert!(

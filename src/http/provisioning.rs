@@ -127,10 +127,13 @@ async fn document(
 ) -> Response {
     let mut served_by = None;
     let mut actor = Actor::Anonymous;
-    // What the audit trail keeps of the request (the pipeline takes the request itself).
-    let seen = audit::event(&Actor::Anonymous, audit::action::DOCUMENT_DELIVERED)
-        .from_request(&request)
-        .detail(template);
+    // What the audit trail keeps of the request (the pipeline takes the request itself); the
+    // anonymous document names no account and is never recorded, so it builds nothing here.
+    let seen = (!matches!(presented, Presented::Nothing)).then(|| {
+        audit::event(&Actor::Anonymous, audit::action::DOCUMENT_DELIVERED)
+            .from_request(&request)
+            .detail(template)
+    });
     let result = async {
         let space = space::resolve(state, &request.host).await?;
         served_by = Some(space.space.domain.clone());
@@ -151,7 +154,7 @@ async fn document(
         Ok(doc) => {
             // An anonymous document names no account, and recording it would let any client
             // add rows without authenticating: only an account's document is a delivery.
-            if doc.account_id.is_some() {
+            if let Some(seen) = seen.filter(|_| doc.account_id.is_some()) {
                 record_delivery(state, &doc, &actor, seen, served_by.as_deref()).await;
             }
             (
