@@ -52,6 +52,21 @@ pub struct RequestInfo {
     pub client_ip: Option<IpAddr>,
     /// Route kind.
     pub route: RouteKind,
+    /// The client certificate the connection presented and the server verified (native TLS
+    /// with `tls.client_ca_file`), or the verified subject a trusted proxy forwarded; `None`
+    /// otherwise. Never built from anything an untrusted client sent.
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// A verified client certificate, as far as authentication needs it (FlexiAPI accepts
+/// `CN=sip:user@domain` as the subject; provisio also accepts a `sip:` SAN URI).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The subject distinguished name in RFC 4514 form, e.g. `CN=sip:alice@example.com`.
+    pub subject: String,
+    /// The certificate's subjectAltName URIs (empty when it has none, or when only the subject
+    /// was forwarded by a proxy).
+    pub uris: Vec<String>,
 }
 
 impl RequestInfo {
@@ -88,6 +103,7 @@ impl RequestInfo {
             host: host.to_ascii_lowercase(),
             client_ip: None,
             route,
+            client_certificate: None,
         }
     }
 }

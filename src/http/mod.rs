@@ -19,7 +19,7 @@ pub mod wizard;
 
 pub use server::serve;
 
-use crate::request::{RequestInfo, RouteKind, normalize_host};
+use crate::request::{ClientCertificate, RequestInfo, RouteKind, normalize_host};
 use crate::state::AppState;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -95,20 +95,24 @@ pub fn request_info(
         .and(raw_query())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<ClientAddr>())
+        .and(warp::ext::optional::<ClientCertificate>())
         .map(
             move |method: warp::http::Method,
                   path: warp::path::FullPath,
                   raw_query: String,
                   headers: HeaderMap,
-                  addr: Option<ClientAddr>| {
-                build_request_info(
+                  addr: Option<ClientAddr>,
+                  certificate: Option<ClientCertificate>| {
+                let mut info = build_request_info(
                     route,
                     method.as_str(),
                     path.as_str(),
                     raw_query,
                     &headers,
                     addr,
-                )
+                );
+                info.client_certificate = certificate;
+                info
             },
         )
 }
@@ -145,6 +149,7 @@ fn build_request_info(
         host,
         client_ip: addr.map(|a| a.client),
         route,
+        client_certificate: None,
     }
 }
 
