@@ -37,22 +37,30 @@ macro_rules! audit_insert_columns {
 }
 
 /// The columns of [`AccountBundle`] for PostgreSQL: the account `a` (as
-/// [`account_columns!`]), its dictionary and its passwords as parallel arrays, so a token, a
-/// key or an identity resolves to everything in one statement.
+/// [`account_columns!`]), its dictionary and its passwords as parallel arrays (NULL when
+/// empty) from the lateral joins of [`pg_bundle_joins!`], so a token, a key or an identity
+/// resolves to everything in one statement.
 macro_rules! pg_bundle_columns {
     () => {
         "a.id, a.username, a.domain, a.email, a.display_name, a.phone, a.activated, a.blocked, \
          a.admin, a.dtmf_protocol, a.ip_address, a.user_agent, a.created_at, a.updated_at, \
-         ARRAY(SELECT d.key FROM account_dictionary d WHERE d.account_id = a.id ORDER BY d.key) \
-         AS dictionary_keys, \
-         ARRAY(SELECT d.value FROM account_dictionary d WHERE d.account_id = a.id ORDER BY d.key) \
-         AS dictionary_values, \
-         ARRAY(SELECT p.id FROM passwords p WHERE p.account_id = a.id ORDER BY p.id) \
-         AS password_ids, \
-         ARRAY(SELECT p.algorithm FROM passwords p WHERE p.account_id = a.id ORDER BY p.id) \
-         AS password_algorithms, \
-         ARRAY(SELECT p.ha1 FROM passwords p WHERE p.account_id = a.id ORDER BY p.id) \
-         AS password_ha1s"
+         bd.dictionary_keys, bd.dictionary_values, bp.password_ids, bp.password_algorithms, \
+         bp.password_ha1s"
+    };
+}
+
+/// The joins [`pg_bundle_columns!`] reads, placed after the `accounts a` join: one index
+/// range scan per table, aggregated in one pass (five `ARRAY(SELECT …)` columns scanned the
+/// same rows five times, and cost the query a third of its throughput; see BENCHMARKS.md).
+macro_rules! pg_bundle_joins {
+    () => {
+        " CROSS JOIN LATERAL (SELECT array_agg(d.key ORDER BY d.key) AS dictionary_keys, \
+         array_agg(d.value ORDER BY d.key) AS dictionary_values \
+         FROM account_dictionary d WHERE d.account_id = a.id) bd \
+         CROSS JOIN LATERAL (SELECT array_agg(p.id ORDER BY p.id) AS password_ids, \
+         array_agg(p.algorithm ORDER BY p.id) AS password_algorithms, \
+         array_agg(p.ha1 ORDER BY p.id) AS password_ha1s \
+         FROM passwords p WHERE p.account_id = a.id) bp "
     };
 }
 

@@ -391,12 +391,22 @@ fn account_from_row(row: &Row) -> StoreResult<Account> {
 /// Builds an account with its dictionary and passwords from a row of [`pg_bundle_columns!`].
 fn bundle_from_row(row: &Row) -> StoreResult<AccountBundle> {
     let mut account = account_from_row(row)?;
-    let keys: Vec<String> = row.try_get("dictionary_keys")?;
-    let values: Vec<String> = row.try_get("dictionary_values")?;
-    account.dictionary = keys.into_iter().zip(values).collect();
-    let ids: Vec<i64> = row.try_get("password_ids")?;
-    let algorithms: Vec<String> = row.try_get("password_algorithms")?;
-    let ha1s: Vec<String> = row.try_get("password_ha1s")?;
+    // `array_agg` over no row is NULL.
+    let keys: Option<Vec<String>> = row.try_get("dictionary_keys")?;
+    let values: Option<Vec<String>> = row.try_get("dictionary_values")?;
+    account.dictionary = keys
+        .unwrap_or_default()
+        .into_iter()
+        .zip(values.unwrap_or_default())
+        .collect();
+    let ids: Option<Vec<i64>> = row.try_get("password_ids")?;
+    let algorithms: Option<Vec<String>> = row.try_get("password_algorithms")?;
+    let ha1s: Option<Vec<String>> = row.try_get("password_ha1s")?;
+    let (ids, algorithms, ha1s) = (
+        ids.unwrap_or_default(),
+        algorithms.unwrap_or_default(),
+        ha1s.unwrap_or_default(),
+    );
     let passwords = ids
         .into_iter()
         .zip(algorithms)
@@ -787,7 +797,9 @@ impl Store for PostgresStore {
             .prepare_cached(concat!(
                 "SELECT ",
                 pg_bundle_columns!(),
-                " FROM accounts a WHERE a.username = $1 AND a.domain = $2"
+                " FROM accounts a",
+                pg_bundle_joins!(),
+                "WHERE a.username = $1 AND a.domain = $2"
             ))
             .await?;
         client
@@ -992,7 +1004,8 @@ impl Store for PostgresStore {
                 "COALESCE(t.used_at IS NULL AND t.id = (SELECT MAX(o.id) FROM provisioning_tokens o ",
                 "WHERE o.account_id = t.account_id), FALSE) AS token_current, ",
                 pg_bundle_columns!(),
-                " FROM provisioning_tokens t JOIN accounts a ON a.id = t.account_id ",
+                " FROM provisioning_tokens t JOIN accounts a ON a.id = t.account_id",
+                pg_bundle_joins!(),
                 "WHERE t.token_hash = $1"
             ))
             .await?;
@@ -1084,7 +1097,8 @@ impl Store for PostgresStore {
             .prepare_cached(concat!(
                 "SELECT t.created_at AS token_created_at, ",
                 pg_bundle_columns!(),
-                " FROM auth_tokens t JOIN accounts a ON a.id = t.account_id ",
+                " FROM auth_tokens t JOIN accounts a ON a.id = t.account_id",
+                pg_bundle_joins!(),
                 "WHERE t.token_hash = $1 AND t.created_at > $2 AND t.used_at IS NULL"
             ))
             .await?;
@@ -1199,7 +1213,9 @@ impl Store for PostgresStore {
                 "k.ip AS key_ip, k.expires_after_minutes AS key_expires_after_minutes, ",
                 "k.last_used_at AS key_last_used_at, k.requests AS key_requests, ",
                 pg_bundle_columns!(),
-                " FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1"
+                " FROM api_keys k JOIN accounts a ON a.id = k.account_id",
+                pg_bundle_joins!(),
+                "WHERE k.key_hash = $1"
             ))
             .await?;
         client
