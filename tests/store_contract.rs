@@ -98,6 +98,7 @@ contract_tests!(
     provisioning_token_expiry,
     provisioning_token_consume_resets_and_activates,
     provisioning_token_consumed_once_under_concurrency,
+    provisioning_tokens_consumed_once_in_batches,
     auth_token_attach_and_consume,
     auth_token_consumed_once_under_concurrency,
     api_keys_user_admin_ip_and_expiry,
@@ -1146,6 +1147,98 @@ async fn provisioning_token_consumed_once_under_concurrency(db: Db) {
             .unwrap()
             .used
     );
+}
+
+/// Many tokens consumed at once without a reset (PostgreSQL groups such consumes into shared
+/// statements): each of 60 tokens is raced by three consumers and exactly one of them wins it;
+/// a superseded and an expired token stay unconsumed however many consume them alongside;
+/// every winner's account is activated, and a winner asking again with its own id is told so.
+async fn provisioning_tokens_consumed_once_in_batches(db: Db) {
+    let store = db.migrated().await;
+    let mut tokens = Vec::new();
+    for i in 0..60 {
+        let id = account(&store, &format!("batch{i}"), "a.example").await;
+        let token = hash_secret(&format!("batch-token-{i}"));
+        store
+            .create_provisioning_token(id, &token, T0, None)
+            .await
+            .unwrap();
+        tokens.push((id, token));
+    }
+    let old_owner = account(&store, "superseded", "a.example").await;
+    let old = hash_secret("superseded-old");
+    store
+        .create_provisioning_token(old_owner, &old, T0, None)
+        .await
+        .unwrap();
+    store
+        .create_provisioning_token(old_owner, &hash_secret("superseded-new"), T0, None)
+        .await
+        .unwrap();
+    let expired_owner = account(&store, "expired", "a.example").await;
+    let expired = hash_secret("expired");
+    store
+        .create_provisioning_token(expired_owner, &expired, T0, Some(T0 + 1))
+        .await
+        .unwrap();
+
+    let mut set = JoinSet::new();
+    for (n, (_, token)) in tokens.iter().enumerate() {
+        for _ in 0..3 {
+            let (store, token) = (store.clone(), token.clone());
+            set.spawn(async move {
+                let by = ConsumeId::random();
+                let won = store
+                    .consume_provisioning_token(&token, T0 + 5, None, &by)
+                    .await
+                    .expect("consume");
+                (Some(n), won, token, by)
+            });
+        }
+    }
+    for token in [&old, &expired] {
+        for _ in 0..3 {
+            let (store, token) = (store.clone(), token.clone());
+            set.spawn(async move {
+                let by = ConsumeId::random();
+                let won = store
+                    .consume_provisioning_token(&token, T0 + 5, None, &by)
+                    .await
+                    .expect("consume");
+                (None, won, token, by)
+            });
+        }
+    }
+    let results = set.join_all().await;
+    for (n, (id, _)) in tokens.iter().enumerate() {
+        let winners: Vec<_> = results
+            .iter()
+            .filter(|(m, won, ..)| *m == Some(n) && won.is_some())
+            .collect();
+        assert_eq!(winners.len(), 1, "token {n}: exactly one consumer wins");
+        assert_eq!(winners[0].1, Some(*id));
+        assert!(store.account(*id).await.unwrap().unwrap().activated);
+        // The winner's own retry (an ambiguous commit being settled) is told it holds it.
+        let (_, _, token, by) = winners[0];
+        assert_eq!(
+            store
+                .consume_provisioning_token(token, T0 + 6, None, by)
+                .await
+                .unwrap(),
+            Some(*id)
+        );
+    }
+    assert!(
+        results
+            .iter()
+            .filter(|(m, ..)| m.is_none())
+            .all(|(_, won, ..)| won.is_none()),
+        "a superseded or expired token is never consumed"
+    );
+    for (owner, token) in [(old_owner, &old), (expired_owner, &expired)] {
+        assert!(!store.provisioning_token(token).await.unwrap().unwrap().used);
+        assert!(!store.account(owner).await.unwrap().unwrap().activated);
+    }
 }
 
 // ---- auth tokens --------------------------------------------------------------------------

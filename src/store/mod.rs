@@ -66,6 +66,7 @@ macro_rules! pg_bundle_joins {
 
 pub mod changes;
 pub mod migrations;
+pub mod pg_consume;
 pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;

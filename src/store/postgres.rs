@@ -10,6 +10,7 @@
 
 use super::changes::Listener;
 use super::migrations;
+use super::pg_consume::ConsumeBatcher;
 use super::pg_tls::{self, MakeRustlsConnect, TlsOptions};
 use super::sqlite::apply_account_update;
 use super::{
@@ -54,6 +55,8 @@ pub struct PostgresStore {
     tls: MakeRustlsConnect,
     /// The change feed's listener, started by the first [`Store::change_feed`] call.
     listener: std::sync::OnceLock<Listener>,
+    /// Token consumes grouped into shared statements, started by the first consume.
+    consumes: std::sync::OnceLock<ConsumeBatcher>,
 }
 
 impl PostgresStore {
@@ -99,6 +102,7 @@ impl PostgresStore {
             config,
             tls,
             listener: std::sync::OnceLock::new(),
+            consumes: std::sync::OnceLock::new(),
         };
         store
             .first_connection(&tls_options)
@@ -145,7 +149,7 @@ impl PostgresStore {
 /// Maps a pool failure: no connection free in time, or the server unreachable or not accepting
 /// connections yet, is [`StoreError::Unavailable`]; anything else (bad credentials, a closed
 /// pool) is a `Backend` error.
-fn pool_error(e: PoolError) -> StoreError {
+pub(super) fn pool_error(e: PoolError) -> StoreError {
     let message = format!("postgres pool: {}", error_chain(&e));
     match &e {
         PoolError::Timeout(_) => StoreError::Unavailable(message),
@@ -1032,6 +1036,13 @@ impl Store for PostgresStore {
         reset: Option<&NewPassword>,
         by: &ConsumeId,
     ) -> StoreResult<Option<i64>> {
+        if reset.is_none() {
+            return self
+                .consumes
+                .get_or_init(|| ConsumeBatcher::start(self.pool.clone()))
+                .consume(token_hash, now, by)
+                .await;
+        }
         let client = self.client().await?;
         let stmt = client.prepare_cached(CONSUME_PROVISIONING_TOKEN).await?;
         let (algorithm, ha1) = reset_params(reset);
