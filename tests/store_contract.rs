@@ -2815,9 +2815,17 @@ async fn wizards_round_trip_single_use_and_mint(db: Db) {
             .unwrap(),
         None
     );
-    assert_eq!(store.provisioning_token(&again.token_hash).await.unwrap(), None);
     assert_eq!(
-        store.wizard(&hash_secret("w1")).await.unwrap().unwrap().used_at,
+        store.provisioning_token(&again.token_hash).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .wizard(&hash_secret("w1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at,
         Some(T0 + 1)
     );
     assert_eq!(
@@ -2847,7 +2855,10 @@ async fn wizards_round_trip_single_use_and_mint(db: Db) {
         (None, Some(T0 + 3))
     );
     assert_eq!(
-        store.provisioning_token(&unused_mint.token_hash).await.unwrap(),
+        store
+            .provisioning_token(&unused_mint.token_hash)
+            .await
+            .unwrap(),
         None
     );
     // Without a token to store, a wizard naming an account is used all the same.
@@ -2872,7 +2883,12 @@ async fn wizards_round_trip_single_use_and_mint(db: Db) {
         .unwrap();
     assert!(store.delete_account(admin, T0 + 5).await.unwrap());
     assert_eq!(
-        store.wizard(&hash_secret("w-bob")).await.unwrap().unwrap().created_by,
+        store
+            .wizard(&hash_secret("w-bob"))
+            .await
+            .unwrap()
+            .unwrap()
+            .created_by,
         None
     );
     assert!(store.delete_account(bob, T0 + 5).await.unwrap());
