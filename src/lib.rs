@@ -8,7 +8,8 @@
 //!
 //! Imports point one way: [`request`] (what is known of a request) and [`document`] (the one
 //! render path) sit below [`hooks`], [`auth`] and [`pipeline`]; [`spaces`] and [`tokens`] below
-//! [`api`]; [`http`] calls [`api`] and [`pipeline`]; [`app`] wires [`http`]; [`cli`] is on top.
+//! [`api`]; [`links`], [`wizard`] and [`mail`] below [`api`] and [`http`]; [`http`] calls
+//! [`api`] and [`pipeline`]; [`app`] wires [`http`]; [`cli`] is on top.
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
