@@ -87,6 +87,64 @@ pub struct Settings {
     pub metrics_listen: String,
     /// Hook scripts and their sandbox.
     pub hooks: HookSettings,
+    /// The SMTP relay provisioning e-mails go through.
+    pub smtp: SmtpSettings,
+}
+
+/// Outgoing mail (`[smtp]`): the relay that `POST /api/accounts/{id}/send_provisioning_email`
+/// hands its message to. No URL, no e-mail (that route answers 503).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// `smtp://[user:password@]host[:port]` (plain, port 25; add `?tls=required` for
+    /// STARTTLS, port 587) or `smtps://…` (TLS from the first byte, port 465). Credentials,
+    /// percent-encoded, are never logged. Empty: no e-mail.
+    pub url: String,
+    /// The `From` of every mail, `Name <address>` or a bare address (required with `url`).
+    pub from: String,
+    /// Directory of per-space texts: `<space-domain>/provisioning.{subject,txt,html}`, then
+    /// `default/…`, override the built-in ones (empty: built-in only; see docs/api.md).
+    pub templates_dir: PathBuf,
+    /// Seconds one exchange with the relay may take (connect, each reply), so a stalled relay
+    /// fails the request with 503 before the request timeout (1 to 300).
+    pub timeout_seconds: u64,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        SmtpSettings {
+            url: String::new(),
+            from: String::new(),
+            templates_dir: PathBuf::new(),
+            timeout_seconds: 10,
+        }
+    }
+}
+
+/// Credentials in the relay URL stay out of every debug print.
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("url", &redact_url(&self.url))
+            .field("from", &self.from)
+            .field("templates_dir", &self.templates_dir)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+/// A URL with any `user:password@` replaced by `***@`, for messages and debug prints.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
 }
 
 /// How log lines are written.
@@ -196,6 +254,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             metrics_listen: String::new(),
             hooks: HookSettings::default(),
+            smtp: SmtpSettings::default(),
         }
     }
 }
@@ -270,7 +329,7 @@ impl Settings {
         // Every number has a documented range (README, configuration table), so no arithmetic
         // on a configured number (`now ± ttl × 60 000`, pool sizes, sandbox limits) can
         // overflow or mean "unlimited" by accident.
-        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 26] = [
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 27] = [
             ("pool_size", self.pool_size as u64, 1..=1_024),
             (
                 "auth_token_ttl_minutes",
@@ -383,6 +442,7 @@ impl Settings {
                 u64::from(self.audit_retention_days),
                 0..=36_500,
             ),
+            ("smtp.timeout_seconds", self.smtp.timeout_seconds, 1..=300),
         ];
         for (key, value, range) in ranges {
             if !range.contains(&value) {
@@ -417,6 +477,7 @@ impl Settings {
         if let Err(e) = self.metrics_listen_addr() {
             return bad("metrics_listen", &e);
         }
+        crate::mail::check_settings(&self.smtp).map_err(ConfigError)?;
         Ok(())
     }
 

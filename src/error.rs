@@ -62,6 +62,14 @@ pub enum AppError {
     /// A hook failed or ran away; the detail (file, line) is only logged.
     #[error("hook failure: {0}")]
     Hook(String),
+    /// A service the request needs is not configured or cannot be reached now, such as the
+    /// SMTP relay (503); the message says which, for the operator.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// An upstream server refused what we handed it, such as the SMTP relay refusing a
+    /// message (502); the message carries its answer.
+    #[error("bad gateway: {0}")]
+    BadGateway(String),
     /// A storage failure; never shown to clients.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -92,7 +100,8 @@ impl AppError {
             AppError::Denied { status, .. } => *status,
             AppError::Store(StoreError::NotFound) => 404,
             AppError::Store(StoreError::Conflict(_)) => 409,
-            AppError::Store(StoreError::Unavailable(_)) => 503,
+            AppError::Store(StoreError::Unavailable(_)) | AppError::Unavailable(_) => 503,
+            AppError::BadGateway(_) => 502,
             AppError::Hook(_) | AppError::Store(_) | AppError::Internal(_) => 500,
         }
     }
@@ -105,7 +114,9 @@ impl AppError {
             | AppError::Forbidden(m)
             | AppError::NotFound(m)
             | AppError::Conflict(m)
-            | AppError::Gone(m) => m.clone(),
+            | AppError::Gone(m)
+            | AppError::Unavailable(m)
+            | AppError::BadGateway(m) => m.clone(),
             AppError::Validation(_) => "The given data was invalid.".to_string(),
             AppError::Denied { message, .. }
             | AppError::Challenge { message, .. }

@@ -8,7 +8,8 @@
 //!
 //! Imports point one way: [`request`] (what is known of a request) and [`document`] (the one
 //! render path) sit below [`hooks`], [`auth`] and [`pipeline`]; [`spaces`] and [`tokens`] below
-//! [`api`]; [`http`] calls [`api`] and [`pipeline`]; [`app`] wires [`http`]; [`cli`] is on top.
+//! [`api`]; [`links`], [`wizard`] and [`mail`] below [`api`] and [`http`]; [`http`] calls
+//! [`api`] and [`pipeline`]; [`app`] wires [`http`]; [`cli`] is on top.
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -24,7 +25,9 @@ pub mod error;
 pub mod hooks;
 pub mod housekeeping;
 pub mod http;
+pub mod links;
 pub mod lpconfig;
+pub mod mail;
 pub mod model;
 pub mod net;
 pub mod ops;
@@ -37,3 +40,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod wizard;

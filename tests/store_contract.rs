@@ -11,8 +11,8 @@ mod pg;
 use provisio::model::{Algorithm, HeaderMode, HookFailure, NewPassword, Space, UiFlags};
 use provisio::secret::hash_secret;
 use provisio::store::{
-    self, AccountUpdate, ConsumeId, DynStore, NewAccount, NewApiKey, NonceCheck, PurgeCounts,
-    PurgeRules, StoreError, StoreResult, TokenState,
+    self, AccountUpdate, ConsumeId, DynStore, NewAccount, NewApiKey, NewWizard, NonceCheck,
+    PurgeCounts, PurgeRules, StoreError, StoreResult, TokenState, WizardToken,
 };
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -113,6 +113,8 @@ contract_tests!(
     identities_resolve_with_account_and_passwords,
     api_key_uses_are_recorded_in_batches,
     change_feed_notices_other_instances_and_reconnects,
+    wizards_round_trip_single_use_and_mint,
+    wizard_used_once_under_concurrency,
 );
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -2800,4 +2802,226 @@ async fn api_key_uses_are_recorded_in_batches(db: Db) {
     assert!(bound.accepts(Some("10.0.0.1"), ka.last_used_at, T0 + 6 * MINUTE, 60));
     assert!(!bound.accepts(Some("10.0.0.2"), ka.last_used_at, T0 + 6 * MINUTE, 60));
     assert!(!bound.accepts(None, ka.last_used_at, T0 + 6 * MINUTE, 60));
+}
+
+// ---- wizard links -------------------------------------------------------------------------
+
+/// A wizard of space `a.example` with the given token, provisioning `account`.
+fn new_wizard(token: &str, created_by: Option<i64>, account: Option<i64>) -> NewWizard {
+    NewWizard {
+        token_hash: hash_secret(token),
+        space: "a.example".to_string(),
+        created_by,
+        provisioning_account_id: account,
+        ..NewWizard::default()
+    }
+}
+
+/// Every field round-trips; token hashes are unique; the space and accounts must exist; a
+/// wizard is used once, and that use (only) stores the token minted for its account, which
+/// becomes the account's current one; cascades follow the accounts and the space, but a
+/// wizard outlives its author.
+async fn wizards_round_trip_single_use_and_mint(db: Db) {
+    let store = db.migrated().await;
+    let admin = account(&store, "admin", "a.example").await;
+    let alice = account(&store, "alice", "a.example").await;
+    let new = NewWizard {
+        sip: Some("sip:bob@a.example".to_string()),
+        linphone_action: Some("call".to_string()),
+        linphone_use_sips: Some(false),
+        ..new_wizard("w1", Some(admin), Some(alice))
+    };
+    let created = store.create_wizard(&new, T0).await.unwrap();
+    assert_eq!(created.space, "a.example");
+    assert_eq!(created.created_by, Some(admin));
+    assert_eq!(created.provisioning_account_id, Some(alice));
+    assert_eq!(created.sip.as_deref(), Some("sip:bob@a.example"));
+    assert_eq!(created.linphone_action.as_deref(), Some("call"));
+    assert_eq!(created.linphone_use_sips, Some(false));
+    assert_eq!((created.created_at, created.used_at), (T0, None));
+    assert_eq!(
+        store.wizard(&hash_secret("w1")).await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(store.wizard(&hash_secret("nope")).await.unwrap(), None);
+    assert_conflict(store.create_wizard(&new, T0).await, "wizard");
+    assert_not_found(
+        store
+            .create_wizard(&new_wizard("w-ghost", None, Some(alice + 1000)), T0)
+            .await,
+    );
+    assert_not_found(
+        store
+            .create_wizard(
+                &NewWizard {
+                    space: "nowhere.example".to_string(),
+                    ..new_wizard("w-nowhere", None, None)
+                },
+                T0,
+            )
+            .await,
+    );
+
+    // The use mints: the new token is Alice's current one, the older one is dead.
+    store
+        .create_provisioning_token(alice, &hash_secret("older"), T0, None)
+        .await
+        .unwrap();
+    let mint = WizardToken {
+        token_hash: hash_secret("minted"),
+        expires_at: Some(T0 + 10 * MINUTE),
+    };
+    let used = store
+        .use_wizard(&hash_secret("w1"), T0 + 1, Some(&mint))
+        .await
+        .unwrap()
+        .expect("the first use wins");
+    assert_eq!(used.used_at, Some(T0 + 1));
+    assert_eq!(used.id, created.id);
+    assert_eq!(
+        store.provisioning_token(&mint.token_hash).await.unwrap(),
+        Some(TokenState {
+            account_id: alice,
+            created_at: T0 + 1,
+            expires_at: Some(T0 + 10 * MINUTE),
+            used: false,
+            current: true,
+        })
+    );
+    assert!(
+        !store
+            .provisioning_token(&hash_secret("older"))
+            .await
+            .unwrap()
+            .unwrap()
+            .current
+    );
+    // Used: a second use gets nothing and mints nothing.
+    let again = WizardToken {
+        token_hash: hash_secret("minted-again"),
+        expires_at: None,
+    };
+    assert_eq!(
+        store
+            .use_wizard(&hash_secret("w1"), T0 + 2, Some(&again))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.provisioning_token(&again.token_hash).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .wizard(&hash_secret("w1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at,
+        Some(T0 + 1)
+    );
+    assert_eq!(
+        store
+            .use_wizard(&hash_secret("unknown"), T0 + 2, Some(&again))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A wizard naming no account is used without minting, even when offered a token.
+    store
+        .create_wizard(&new_wizard("w2", Some(admin), None), T0)
+        .await
+        .unwrap();
+    let unused_mint = WizardToken {
+        token_hash: hash_secret("not-stored"),
+        expires_at: None,
+    };
+    let used = store
+        .use_wizard(&hash_secret("w2"), T0 + 3, Some(&unused_mint))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (used.provisioning_account_id, used.used_at),
+        (None, Some(T0 + 3))
+    );
+    assert_eq!(
+        store
+            .provisioning_token(&unused_mint.token_hash)
+            .await
+            .unwrap(),
+        None
+    );
+    // Without a token to store, a wizard naming an account is used all the same.
+    store
+        .create_wizard(&new_wizard("w3", Some(admin), Some(alice)), T0)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .use_wizard(&hash_secret("w3"), T0 + 4, None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Cascades: the author's deletion keeps the link; the account's removes it; the
+    // space's removes the rest.
+    let bob = account(&store, "bob", "a.example").await;
+    store
+        .create_wizard(&new_wizard("w-bob", Some(admin), Some(bob)), T0)
+        .await
+        .unwrap();
+    assert!(store.delete_account(admin, T0 + 5).await.unwrap());
+    assert_eq!(
+        store
+            .wizard(&hash_secret("w-bob"))
+            .await
+            .unwrap()
+            .unwrap()
+            .created_by,
+        None
+    );
+    assert!(store.delete_account(bob, T0 + 5).await.unwrap());
+    assert_eq!(store.wizard(&hash_secret("w-bob")).await.unwrap(), None);
+    assert!(store.wizard(&hash_secret("w2")).await.unwrap().is_some());
+    assert!(store.delete_space("a.example").await.unwrap());
+    assert_eq!(store.wizard(&hash_secret("w2")).await.unwrap(), None);
+}
+
+/// Many visits of one link at once: exactly one uses it, and exactly one token is minted.
+async fn wizard_used_once_under_concurrency(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    store
+        .create_wizard(&new_wizard("contended", None, Some(alice)), T0)
+        .await
+        .unwrap();
+    let mut set = JoinSet::new();
+    for i in 0..30 {
+        let store = store.clone();
+        set.spawn(async move {
+            let mint = WizardToken {
+                token_hash: hash_secret(&format!("minted-{i}")),
+                expires_at: None,
+            };
+            let won = store
+                .use_wizard(&hash_secret("contended"), T0 + 1, Some(&mint))
+                .await
+                .expect("use");
+            (i, won.is_some())
+        });
+    }
+    let results = set.join_all().await;
+    let winners: Vec<_> = results.iter().filter(|(_, won)| *won).collect();
+    assert_eq!(winners.len(), 1, "exactly one visit wins: {results:?}");
+    for (i, won) in &results {
+        let state = store
+            .provisioning_token(&hash_secret(&format!("minted-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(state.is_some(), *won, "visit {i}");
+    }
 }

@@ -43,6 +43,12 @@ impl Input {
         self.map.contains_key(field)
     }
 
+    /// Whether the field was sent as `null` or `""` (present, but empty: Laravel's `string`
+    /// rule refuses it where `nullable` is not given).
+    pub fn sent_empty(&self, field: &str) -> bool {
+        self.has(field) && self.value(field).is_none()
+    }
+
     /// Records a field error.
     pub fn error(&mut self, field: &str, message: impl Into<String>) {
         self.errors.add(field, message);

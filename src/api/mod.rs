@@ -14,6 +14,7 @@ pub mod json;
 pub mod spaces;
 pub mod tokens;
 pub mod validate;
+pub mod wizards;
 
 use crate::error::AppError;
 use serde_json::Value;

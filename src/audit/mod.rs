@@ -54,6 +54,14 @@ pub mod action {
     pub const SPACE_UPDATED: &str = "space.updated";
     /// A space (and its accounts) was deleted.
     pub const SPACE_DELETED: &str = "space.deleted";
+    /// A wizard link was made (`POST /api/wizard`, a provisioning e-mail; target: the account
+    /// it provisions, else the space; detail: its app action).
+    pub const WIZARD_CREATED: &str = "wizard.created";
+    /// A wizard link was opened (single use; it mints a token when it names an account).
+    pub const WIZARD_OPENED: &str = "wizard.opened";
+    /// A provisioning e-mail was handed to the SMTP relay (outcome `failed` when the relay
+    /// refused it or could not be reached; detail: why).
+    pub const PROVISIONING_EMAIL_SENT: &str = "provisioning_email.sent";
 }
 
 /// Outcome of an event that happened.

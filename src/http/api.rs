@@ -24,8 +24,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/provisioning/{provisioning_token}"),
     ("GET", "/provisioning/auth_token/{auth_token}"),
     ("GET", "/provisioning/qrcode/{provisioning_token}"),
-    ("GET", "/wizard/{provisioning_token}"),
-    ("HEAD", "/wizard/{provisioning_token}"),
+    ("GET", "/wizard"),
+    ("HEAD", "/wizard"),
+    ("GET", "/wizard/{token}"),
+    ("HEAD", "/wizard/{token}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -38,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/accounts/{id}/block"),
     ("POST", "/api/accounts/{id}/unblock"),
     ("GET", "/api/accounts/{id}/provision"),
+    ("POST", "/api/accounts/{id}/send_provisioning_email"),
     ("GET", "/api/accounts/me"),
     ("DELETE", "/api/accounts/me"),
     ("GET", "/api/accounts/me/provision"),
@@ -53,6 +56,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/spaces/{domain}"),
     ("GET", "/api/hooks/status"),
     ("GET", "/api/audit"),
+    ("POST", "/api/wizard"),
 ];
 
 /// The methods [`ROUTES`] serves on `path` (a trailing slash tolerated, `{id}` numeric as the
@@ -219,9 +223,42 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(hooks_status(state.clone()))
         .unify()
-        .or(audit(state))
+        .or(audit(state.clone()))
+        .unify()
+        .or(wizards(state))
         .unify()
         .boxed()
+}
+
+/// `POST /api/wizard` and `POST /api/accounts/{id}/send_provisioning_email` (admin).
+fn wizards(state: AppState) -> BoxedFilter<(Response,)> {
+    let create = warp::path!("api" / "wizard")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(info("/api/wizard"))
+        .and(body())
+        .then(
+            |state: AppState, req: RequestInfo, stream: BodyStream| async move {
+                match read_body(stream, &req).await {
+                    Ok(body) => render(
+                        "/api/wizard",
+                        api::wizards::create(&state, &req, body).await,
+                    ),
+                    Err(resp) => resp,
+                }
+            },
+        );
+    let email = warp::path!("api" / "accounts" / i64 / "send_provisioning_email")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(info("/api/accounts/{id}/send_provisioning_email"))
+        .then(|id: i64, state: AppState, req: RequestInfo| async move {
+            render(
+                "/api/accounts/{id}/send_provisioning_email",
+                api::wizards::send_provisioning_email(&state, &req, id).await,
+            )
+        });
+    create.or(email).unify().boxed()
 }
 
 /// `GET /api/audit` (admin).
@@ -573,6 +610,8 @@ mod tests {
         );
         assert_eq!(allowed_methods("/provisioning/abc"), ["GET"]);
         assert_eq!(allowed_methods("/api/accounts/12/block"), ["POST"]);
+        assert_eq!(allowed_methods("/wizard"), ["GET", "HEAD"]);
+        assert_eq!(allowed_methods("/api/wizard"), ["POST"]);
         assert!(allowed_methods("/nowhere").is_empty());
     }
 }

@@ -5,8 +5,7 @@ use crate::auth;
 use crate::error::AppError;
 use crate::http::{edge, reply};
 use crate::http::{request_info, with_state};
-use crate::model::{Space, now_ms};
-use crate::net::proxy::{link_origin, valid_host};
+use crate::model::now_ms;
 use crate::pipeline::identity::check_provisioning_token;
 use crate::pipeline::reset::RESET_PASSWORD;
 use crate::pipeline::{self, Credential, space};
@@ -238,45 +237,4 @@ pub async fn png_blocking(url: String) -> Result<Vec<u8>, AppError> {
         .map_err(|e| AppError::Internal(e.to_string()))
 }
 
-/// The absolute provisioning URL of a token, on the space's public base URL.
-pub fn provisioning_url(
-    state: &AppState,
-    space: &Space,
-    request: &RequestInfo,
-    token: &str,
-    reset: bool,
-) -> String {
-    let mut url = format!("{}/provisioning/{token}", base_url(state, space, request));
-    if reset {
-        url.push_str("?reset_password=1");
-    }
-    url
-}
-
-/// The public base URL for links: the space's, else the server's, else the URL the client
-/// used: scheme and host from a trusted proxy's `X-Forwarded-Proto`/`X-Forwarded-Host` (or
-/// `Forwarded`; the edge drops those headers from any other peer), else `http://` + the Host
-/// (with its port).
-pub fn base_url(state: &AppState, space: &Space, request: &RequestInfo) -> String {
-    if let Some(url) = space.public_url.as_deref().filter(|u| !u.is_empty()) {
-        return url.trim_end_matches('/').to_string();
-    }
-    if !state.settings.public_url.is_empty() {
-        return state.settings.public_url.trim_end_matches('/').to_string();
-    }
-    let origin = link_origin(
-        request.header("x-forwarded-proto"),
-        request.header("x-forwarded-host"),
-        request.header("forwarded"),
-    );
-    let host = origin
-        .host
-        .or_else(|| {
-            request
-                .header("host")
-                .filter(|h| valid_host(h))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| state.settings.listen.to_string());
-    format!("{}://{host}", origin.scheme.unwrap_or("http"))
-}
+pub use crate::links::{base_url, provisioning_url};

@@ -445,6 +445,61 @@ pub enum NonceCheck {
     Replayed,
 }
 
+/// The actions a wizard link may ask of the app (FlexiAPI's `Wizard::LINPHONE_ACTION`).
+pub const LINPHONE_ACTIONS: &[&str] = &["call", "show", "bye", "accept", "decline"];
+
+/// A wizard link about to be stored (`POST /api/wizard`, a provisioning e-mail).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewWizard {
+    /// SHA-256 of the clear token (the clear value is shown once, in the API answer or mail).
+    pub token_hash: Vec<u8>,
+    /// Domain of the space whose host serves the link.
+    pub space: String,
+    /// The admin who made it.
+    pub created_by: Option<i64>,
+    /// The account a visit provisions (a fresh token is minted for it then).
+    pub provisioning_account_id: Option<i64>,
+    /// SIP URI the app is pointed at, as sent (`sip:`/`sips:` included).
+    pub sip: Option<String>,
+    /// One of [`LINPHONE_ACTIONS`]; `None` means `show`.
+    pub linphone_action: Option<String>,
+    /// Whether the app must use SIPS; `None` lets the visit's `?linphone-use-sips` decide.
+    pub linphone_use_sips: Option<bool>,
+}
+
+/// A stored wizard link (its token only as a hash, never read back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wizard {
+    /// Database id.
+    pub id: i64,
+    /// Domain of the space whose host serves the link.
+    pub space: String,
+    /// The admin who made it (`None` once that account is deleted).
+    pub created_by: Option<i64>,
+    /// The account a visit provisions.
+    pub provisioning_account_id: Option<i64>,
+    /// SIP URI the app is pointed at.
+    pub sip: Option<String>,
+    /// The app action; `None` means `show`.
+    pub linphone_action: Option<String>,
+    /// Whether the app must use SIPS; `None`: the visit decides.
+    pub linphone_use_sips: Option<bool>,
+    /// When it was made (unix ms).
+    pub created_at: i64,
+    /// When it was opened (single use), if it was.
+    pub used_at: Option<i64>,
+}
+
+/// The provisioning token a wizard visit mints for the wizard's account, stored in the same
+/// transaction that marks the wizard used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WizardToken {
+    /// SHA-256 of the clear provisioning token.
+    pub token_hash: Vec<u8>,
+    /// When it expires (the account space's token lifetime), if it does.
+    pub expires_at: Option<i64>,
+}
+
 /// The connection pool at one moment (deadpool's `Status`), for the `/metrics` gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStatus {
@@ -725,6 +780,24 @@ pub trait Store: Send + Sync {
     /// The latest `document.delivered` event of the account, read from the audit trail (one
     /// indexed probe): nothing is written to the account on the request path.
     async fn last_provisioned(&self, account_id: i64) -> StoreResult<Option<LastProvisioned>>;
+
+    // ---- wizard links (FlexiAPI's `wizards`) --------------------------------------------------
+
+    /// Stores a wizard link; `NotFound` if its space or one of its accounts does not exist,
+    /// `Conflict` if the token hash is taken.
+    async fn create_wizard(&self, wizard: &NewWizard, now: i64) -> StoreResult<Wizard>;
+    /// Reads a wizard link, used or not, changing nothing; `None` if unknown.
+    async fn wizard(&self, token_hash: &[u8]) -> StoreResult<Option<Wizard>>;
+    /// In one transaction: marks the wizard used at `now` if it is unused and, when it names
+    /// a provisioning account and `mint` is given, stores `mint` as that account's new (so
+    /// current) provisioning token. Returns the wizard, `used_at` set, to exactly one caller;
+    /// `None` to every other and for an unknown token.
+    async fn use_wizard(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        mint: Option<&WizardToken>,
+    ) -> StoreResult<Option<Wizard>>;
 
     // ---- housekeeping ---------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ use super::pg_tls::{self, MakeRustlsConnect, TlsOptions};
 use super::sqlite::apply_account_update;
 use super::{
     AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuditEvent, AuditQuery, AuthTokenState,
-    Change, ConsumeId, LastProvisioned, NewAccount, NewApiKey, NonceCheck, PurgeCounts, PurgeRules,
-    Store, StoreError, StoreResult, TokenState,
+    Change, ConsumeId, LastProvisioned, NewAccount, NewApiKey, NewWizard, NonceCheck, PurgeCounts,
+    PurgeRules, Store, StoreError, StoreResult, TokenState, Wizard, WizardToken,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::{Context as _, anyhow};
@@ -264,6 +264,7 @@ fn conflict_message(constraint: &str) -> String {
         "account_dictionary_pkey" => "dictionary key",
         "provisioning_tokens_token_hash_key" => "provisioning token",
         "auth_tokens_token_hash_key" => "auth token",
+        "wizards_token_hash_key" => "wizard",
         "api_keys_key_hash_key" => "api key",
         "api_keys_one_user_key_idx" => "user api key",
         "digest_nonces_opaque_key" => "digest challenge",
@@ -271,6 +272,43 @@ fn conflict_message(constraint: &str) -> String {
     };
     format!("{what} already exists")
 }
+
+/// Columns of `wizards` as [`wizard_from_row`] reads them.
+macro_rules! wizard_columns {
+    () => {
+        "id, space, created_by, provisioning_account_id, sip, linphone_action, \
+         linphone_use_sips, created_at, used_at"
+    };
+}
+
+/// A [`Wizard`] from a row of [`wizard_columns!`].
+fn wizard_from_row(row: &Row) -> StoreResult<Wizard> {
+    Ok(Wizard {
+        id: row.try_get("id")?,
+        space: row.try_get("space")?,
+        created_by: row.try_get("created_by")?,
+        provisioning_account_id: row.try_get("provisioning_account_id")?,
+        sip: row.try_get("sip")?,
+        linphone_action: row.try_get("linphone_action")?,
+        linphone_use_sips: row.try_get("linphone_use_sips")?,
+        created_at: row.try_get("created_at")?,
+        used_at: row.try_get("used_at")?,
+    })
+}
+
+/// Marks a wizard used and, in the same statement, stores the provisioning token its visit
+/// mints (`$3` NULL: none) for its account.
+const USE_WIZARD: &str = concat!(
+    "WITH used AS (UPDATE wizards SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL ",
+    "RETURNING ",
+    wizard_columns!(),
+    "), minted AS (INSERT INTO provisioning_tokens (account_id, token_hash, created_at, expires_at) ",
+    "SELECT provisioning_account_id, $3::BYTEA, $2, $4::BIGINT FROM used ",
+    "WHERE provisioning_account_id IS NOT NULL AND $3::BYTEA IS NOT NULL) ",
+    "SELECT ",
+    wizard_columns!(),
+    " FROM used"
+);
 
 /// Starts a read-only snapshot, so multi-statement reads see one consistent state.
 async fn snapshot(client: &mut Client) -> StoreResult<Transaction<'_>> {
@@ -1490,6 +1528,69 @@ impl Store for PostgresStore {
             })
         })
         .transpose()
+    }
+
+    // ---- wizard links ---------------------------------------------------------------------
+
+    async fn create_wizard(&self, wizard: &NewWizard, now: i64) -> StoreResult<Wizard> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "INSERT INTO wizards (token_hash, space, created_by, provisioning_account_id, sip, ",
+                "linphone_action, linphone_use_sips, created_at) ",
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+                wizard_columns!()
+            ))
+            .await?;
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &wizard.token_hash,
+                    &wizard.space,
+                    &wizard.created_by,
+                    &wizard.provisioning_account_id,
+                    &wizard.sip,
+                    &wizard.linphone_action,
+                    &wizard.linphone_use_sips,
+                    &now,
+                ],
+            )
+            .await?;
+        wizard_from_row(&row)
+    }
+
+    async fn wizard(&self, token_hash: &[u8]) -> StoreResult<Option<Wizard>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                wizard_columns!(),
+                " FROM wizards WHERE token_hash = $1"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&token_hash])
+            .await?
+            .map(|row| wizard_from_row(&row))
+            .transpose()
+    }
+
+    async fn use_wizard(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        mint: Option<&WizardToken>,
+    ) -> StoreResult<Option<Wizard>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(USE_WIZARD).await?;
+        let minted_hash = mint.map(|m| m.token_hash.as_slice());
+        let expires_at = mint.and_then(|m| m.expires_at);
+        client
+            .query_opt(&stmt, &[&token_hash, &now, &minted_hash, &expires_at])
+            .await?
+            .map(|row| wizard_from_row(&row))
+            .transpose()
     }
 
     // ---- housekeeping ---------------------------------------------------------------------

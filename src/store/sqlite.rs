@@ -18,8 +18,8 @@ use super::migrations;
 use super::writer::Writer;
 use super::{
     AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuditEvent, AuditQuery, AuthTokenState,
-    Change, ConsumeId, LastProvisioned, NewAccount, NewApiKey, NonceCheck, PurgeCounts, PurgeRules,
-    Store, StoreError, StoreResult, TokenState,
+    Change, ConsumeId, LastProvisioned, NewAccount, NewApiKey, NewWizard, NonceCheck, PurgeCounts,
+    PurgeRules, Store, StoreError, StoreResult, TokenState, Wizard, WizardToken,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::Context as _;
@@ -178,6 +178,7 @@ fn conflict_message(message: &str) -> String {
         "account_dictionary.account_id, account_dictionary.key" => "dictionary key",
         "provisioning_tokens.token_hash" => "provisioning token",
         "auth_tokens.token_hash" => "auth token",
+        "wizards.token_hash" => "wizard",
         "api_keys.key_hash" => "api key",
         "api_keys.account_id" => "user api key",
         "digest_nonces.opaque" => "digest challenge",
@@ -197,6 +198,25 @@ fn query_opt<T>(
         Some(row) => Ok(Some(map(row)?)),
         None => Ok(None),
     }
+}
+
+/// Columns of `wizards` as [`wizard_from_row`] reads them.
+const WIZARD_COLUMNS: &str = "id, space, created_by, provisioning_account_id, sip, linphone_action, \
+     linphone_use_sips, created_at, used_at";
+
+/// A [`Wizard`] from a row of [`WIZARD_COLUMNS`].
+fn wizard_from_row(row: &Row<'_>) -> rusqlite::Result<Wizard> {
+    Ok(Wizard {
+        id: row.get("id")?,
+        space: row.get("space")?,
+        created_by: row.get("created_by")?,
+        provisioning_account_id: row.get("provisioning_account_id")?,
+        sip: row.get("sip")?,
+        linphone_action: row.get("linphone_action")?,
+        linphone_use_sips: row.get("linphone_use_sips")?,
+        created_at: row.get("created_at")?,
+        used_at: row.get("used_at")?,
+    })
 }
 
 /// Runs a query and maps every row.
@@ -1320,6 +1340,74 @@ impl Store for SqliteStore {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    // ---- wizard links ---------------------------------------------------------------------
+
+    async fn create_wizard(&self, wizard: &NewWizard, now: i64) -> StoreResult<Wizard> {
+        let w = wizard.clone();
+        self.write(move |c| {
+            let sql = format!(
+                "INSERT INTO wizards (token_hash, space, created_by, provisioning_account_id, sip, \
+                 linphone_action, linphone_use_sips, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING {WIZARD_COLUMNS}"
+            );
+            Ok(c.prepare_cached(&sql)?.query_row(
+                params![
+                    w.token_hash,
+                    w.space,
+                    w.created_by,
+                    w.provisioning_account_id,
+                    w.sip,
+                    w.linphone_action,
+                    w.linphone_use_sips,
+                    now
+                ],
+                wizard_from_row,
+            )?)
+        })
+        .await
+    }
+
+    async fn wizard(&self, token_hash: &[u8]) -> StoreResult<Option<Wizard>> {
+        let token_hash = token_hash.to_vec();
+        self.read(move |c| {
+            let sql = format!("SELECT {WIZARD_COLUMNS} FROM wizards WHERE token_hash = ?1");
+            let mut stmt = c.prepare_cached(&sql)?;
+            query_opt(&mut stmt, [token_hash], |row| Ok(wizard_from_row(row)?))
+        })
+        .await
+    }
+
+    async fn use_wizard(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        mint: Option<&WizardToken>,
+    ) -> StoreResult<Option<Wizard>> {
+        let token_hash = token_hash.to_vec();
+        let mint = mint.cloned();
+        self.write(move |tx| {
+            let sql = format!(
+                "UPDATE wizards SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL \
+                 RETURNING {WIZARD_COLUMNS}"
+            );
+            let used = tx
+                .prepare_cached(&sql)?
+                .query_row(params![token_hash, now], wizard_from_row)
+                .optional()?;
+            if let (Some(wizard), Some(mint)) = (&used, &mint)
+                && let Some(account_id) = wizard.provisioning_account_id
+            {
+                tx.prepare_cached(concat!(
+                    "INSERT INTO provisioning_tokens (account_id, token_hash, created_at, expires_at) ",
+                    "VALUES (?1, ?2, ?3, ?4)"
+                ))?
+                .execute(params![account_id, mint.token_hash, now, mint.expires_at])?;
+            }
+            Ok(used)
         })
         .await
     }
