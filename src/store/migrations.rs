@@ -24,8 +24,8 @@ pub const SQLITE: &[(&str, &str)] = &[
         include_str!("../../schema/sqlite/V4__audit.sql"),
     ),
     (
-        "V6__wizards",
-        include_str!("../../schema/sqlite/V6__wizards.sql"),
+        "V5__wizards",
+        include_str!("../../schema/sqlite/V5__wizards.sql"),
     ),
 ];
 
@@ -48,8 +48,8 @@ pub const POSTGRES: &[(&str, &str)] = &[
         include_str!("../../schema/postgres/V4__audit.sql"),
     ),
     (
-        "V6__wizards",
-        include_str!("../../schema/postgres/V6__wizards.sql"),
+        "V5__wizards",
+        include_str!("../../schema/postgres/V5__wizards.sql"),
     ),
 ];
 

@@ -1,10 +1,10 @@
--- provisio schema, version 6 (SQLite): wizard links (FlexiAPI's `wizards`, FLEXIAPI-462).
+-- provisio schema, version 5 (SQLite): wizard links (FlexiAPI's `wizards`, FLEXIAPI-462).
 --
 -- A wizard is a single-use link `/wizard/{token}` made by an admin (`POST /api/wizard`) or by a
 -- provisioning e-mail. Opening it renders a `sip-linphone:` link; when it names an account, a
 -- fresh provisioning token is minted for that account in the same transaction that marks the
 -- wizard used. The token is stored only as its SHA-256 hash, like every other token.
--- Kept parallel to schema/postgres/V6__wizards.sql.
+-- Kept parallel to schema/postgres/V5__wizards.sql.
 
 CREATE TABLE wizards (
     id                      INTEGER PRIMARY KEY AUTOINCREMENT,
