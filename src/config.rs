@@ -2,7 +2,8 @@
 //! command-line flags. A bad value fails at start with a message naming the key.
 //!
 //! Restart-only: everything here. Hook *scripts* reload live; the hook *limits* below are read
-//! once when the Rhai engine is built.
+//! once when the Rhai engine is built. The *contents* of the `[tls]` files reload live (SIGHUP
+//! or a change on disk); their paths are restart-only.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -87,6 +88,54 @@ pub struct Settings {
     pub metrics_listen: String,
     /// Hook scripts and their sandbox.
     pub hooks: HookSettings,
+    /// Native TLS and client certificates (`[tls]`), so a small deployment needs no reverse
+    /// proxy.
+    pub tls: TlsSettings,
+}
+
+/// Native TLS (`[tls]`): HTTPS on the main listener, optional client certificates, and the
+/// header a TLS-terminating proxy forwards a verified client certificate in. The files are
+/// reloaded on SIGHUP and when they change, without dropping open connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first (empty = plain HTTP); set together with `key_file`.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates client certificates are verified against (empty = none asked for);
+    /// a client without a certificate still connects.
+    pub client_ca_file: PathBuf,
+    /// Header in which a proxy listed in `trusted_proxies` forwards the subject of the client
+    /// certificate it verified (e.g. `X-SSL-Client-S-DN`); dropped from any other peer.
+    pub client_subject_header: String,
+    /// Reload the files when their directories change (SIGHUP always reloads); off for file
+    /// systems without change notification.
+    pub watch: bool,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
+            client_subject_header: String::new(),
+            watch: true,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// Whether the main listener speaks HTTPS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
+
+    /// Whether TLS connections are asked for a client certificate.
+    pub fn verifies_clients(&self) -> bool {
+        self.enabled() && !self.client_ca_file.as_os_str().is_empty()
+    }
 }
 
 /// How log lines are written.
@@ -196,6 +245,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             metrics_listen: String::new(),
             hooks: HookSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -261,6 +311,13 @@ impl Settings {
             .map_err(|e| ConfigError(describe(e)))?;
         settings.validate()?;
         settings.hooks.dir = absolute(&settings.hooks.dir);
+        // HTTP/1 and HTTP/2 header names are case-insensitive; the edge looks them up as
+        // lower-case.
+        settings.tls.client_subject_header = settings
+            .tls
+            .client_subject_header
+            .trim()
+            .to_ascii_lowercase();
         Ok(settings)
     }
 
@@ -417,6 +474,43 @@ impl Settings {
         if let Err(e) = self.metrics_listen_addr() {
             return bad("metrics_listen", &e);
         }
+        self.validate_tls()
+    }
+
+    /// Checks the `[tls]` keys that depend on each other (the files themselves are read when
+    /// the server starts, see [`crate::net::tls`]).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("key `{key}`: {why}")));
+        let tls = &self.tls;
+        let cert = !tls.cert_file.as_os_str().is_empty();
+        let key = !tls.key_file.as_os_str().is_empty();
+        if cert && !key {
+            return bad("tls.key_file", "must be set when `tls.cert_file` is");
+        }
+        if key && !cert {
+            return bad("tls.cert_file", "must be set when `tls.key_file` is");
+        }
+        if !tls.client_ca_file.as_os_str().is_empty() && !cert {
+            return bad(
+                "tls.client_ca_file",
+                "asks TLS clients for certificates: set `tls.cert_file` and `tls.key_file` too",
+            );
+        }
+        let header = tls.client_subject_header.trim();
+        if !header.is_empty() {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return bad(
+                    "tls.client_subject_header",
+                    &format!("{header:?} is not an HTTP header name"),
+                );
+            }
+            if self.trusted_proxies.is_empty() {
+                return bad(
+                    "tls.client_subject_header",
+                    "is only believed from a peer in `trusted_proxies`, which is empty",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -430,6 +524,11 @@ impl Settings {
         text.parse()
             .map(Some)
             .map_err(|_| format!("{text:?} is not an address: write IP:PORT, e.g. 127.0.0.1:9318"))
+    }
+
+    /// The scheme clients reach the main listener with: `https` with native TLS.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.enabled() { "https" } else { "http" }
     }
 
     /// The database URL to open: the configured one, or SQLite in the data directory.
