@@ -850,4 +850,46 @@ mod tests {
         assert_eq!(s.rate_limit.failures_per_minute, 0);
         assert_eq!(s.rate_limit.anonymous_per_minute, 30);
     }
+
+    #[test]
+    fn tls_keys_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        for (text, key) in [
+            ("[tls]\ncert_file = \"c.pem\"\n", "`tls.key_file`"),
+            ("[tls]\nkey_file = \"k.pem\"\n", "`tls.cert_file`"),
+            (
+                "[tls]\nclient_ca_file = \"ca.pem\"\n",
+                "`tls.client_ca_file`",
+            ),
+            (
+                "[tls]\nclient_subject_header = \"X-SSL-Client-S-DN\"\n",
+                "`trusted_proxies`",
+            ),
+            (
+                "trusted_proxies = [\"127.0.0.1\"]\n[tls]\nclient_subject_header = \"bad header\"\n",
+                "`tls.client_subject_header`",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Settings::load(Some(&file), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        std::fs::write(
+            &file,
+            "trusted_proxies = [\"127.0.0.1\"]\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n\
+             client_subject_header = \" X-SSL-Client-S-DN \"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert!(s.tls.enabled() && !s.tls.verifies_clients() && s.tls.watch);
+        assert_eq!(s.scheme(), "https");
+        assert_eq!(s.tls.client_subject_header, "x-ssl-client-s-dn");
+        assert_eq!(Settings::default().scheme(), "http");
+        for key in ["tls", "tls.cert_file", "TLS.CLIENT_CA_FILE", "tls.watch"] {
+            assert!(is_known_key(key), "{key}");
+        }
+    }
 }

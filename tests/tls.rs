@@ -394,7 +394,7 @@ async fn https_with_client_certificates() {
 
     // A certificate from another CA is refused by the handshake: curl gets no answer, and a
     // TLS 1.2 client (whose handshake ends with the server's Finished) fails to connect.
-    let rogue_ca = ca("rogue CA");
+    let rogue_ca = self::ca("rogue CA");
     let mallory = client_cert(&rogue_ca, "sip:alice@tls.example.test", None);
     let mallory_cert = write(pki.dir.path(), "mallory.pem", &mallory.cert);
     let mallory_key = write(pki.dir.path(), "mallory.key", &mallory.key);
