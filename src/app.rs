@@ -62,6 +62,7 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
     };
     let proxies = TrustedProxies::parse(&settings.trusted_proxies)
         .map_err(|why| anyhow::anyhow!("key `trusted_proxies`: {why}"))?;
+    let tls = crate::net::tls::Tls::load(&settings.tls)?;
     Ok(AppState {
         store,
         spaces: Arc::new(spaces),
@@ -72,6 +73,7 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
         audit: crate::audit::Sink::default(),
         settings: Arc::new(settings),
         metrics,
+        tls,
     })
 }
 
@@ -104,12 +106,14 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
     let flusher = key_use_flusher(&state);
     let audit = crate::audit::Writer::start(&state.audit, state.store.clone());
     let fresh = state.spaces.keep_fresh();
+    let tls_watch = watch_tls(&state)?;
     let task = tokio::spawn(async move {
         let served = crate::http::serve(listener, state, async move {
             let _ = rx.await;
         })
         .await;
         drop::<KeepFresh>(fresh);
+        drop(tls_watch);
         flusher.stop().await;
         if let Some(audit) = audit {
             audit.stop().await;
@@ -143,12 +147,22 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
         state.settings.clone(),
         state.key_uses.clone(),
     );
+    let tls_watch = watch_tls(&state)?;
+    let _hangups = match &tls_watch {
+        Some(_) => None,
+        None => Some(log_hangups()?),
+    };
     let addr = state.settings.listen;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr} (key `listen`)"))?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, store = state.store.backend(), "provisio listening");
+    tracing::info!(
+        addr = %local,
+        store = state.store.backend(),
+        scheme = if state.tls.is_some() { "https" } else { "http" },
+        "provisio listening"
+    );
     on_ready(local);
     let flusher = key_use_flusher(&state);
     let audit = crate::audit::Writer::start(&state.audit, state.store.clone());
@@ -159,6 +173,42 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
         audit.stop().await;
     }
     served
+}
+
+/// Reloads the TLS files on SIGHUP and when they change, while the guard lives (nothing
+/// without native TLS).
+fn watch_tls(state: &AppState) -> anyhow::Result<Option<crate::net::tls::TlsWatch>> {
+    state
+        .tls
+        .as_ref()
+        .map(|tls| tls.watch(state.settings.tls.watch))
+        .transpose()
+}
+
+/// Without native TLS a SIGHUP has nothing to reload: it is logged, not left to its default
+/// action (ending the process, which systemd's `Restart=on-failure` would not undo).
+fn log_hangups() -> anyhow::Result<AbortOnDrop> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        Ok(AbortOnDrop(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: nothing to reload (no native TLS; hooks reload on change)");
+            }
+        })))
+    }
+    #[cfg(not(unix))]
+    Ok(AbortOnDrop(tokio::spawn(async {})))
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Starts writing the state's API-key uses every `api_key_flush_seconds`; stopping it writes
@@ -217,14 +267,14 @@ async fn shutdown_signal() {
 }
 
 /// The base URL links are built on outside a request: the space's, the server's, else the
-/// listen address.
+/// listen address (`https://` with native TLS).
 pub fn public_base(settings: &Settings, space: &Space) -> String {
     space
         .public_url
         .clone()
         .filter(|u| !u.is_empty())
         .or_else(|| Some(settings.public_url.clone()).filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| format!("http://{}", settings.listen))
+        .unwrap_or_else(|| format!("{}://{}", settings.scheme(), settings.listen))
         .trim_end_matches('/')
         .to_string()
 }

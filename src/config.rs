@@ -2,7 +2,8 @@
 //! command-line flags. A bad value fails at start with a message naming the key.
 //!
 //! Restart-only: everything here. Hook *scripts* reload live; the hook *limits* below are read
-//! once when the Rhai engine is built.
+//! once when the Rhai engine is built. The *contents* of the `[tls]` files reload live (SIGHUP
+//! or a change on disk); their paths are restart-only.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -89,6 +90,9 @@ pub struct Settings {
     pub hooks: HookSettings,
     /// The SMTP relay provisioning e-mails go through.
     pub smtp: SmtpSettings,
+    /// Native TLS and client certificates (`[tls]`), so a small deployment needs no reverse
+    /// proxy.
+    pub tls: TlsSettings,
 }
 
 /// Outgoing mail (`[smtp]`): the relay that `POST /api/accounts/{id}/send_provisioning_email`
@@ -121,6 +125,39 @@ impl Default for SmtpSettings {
     }
 }
 
+/// Native TLS (`[tls]`): HTTPS on the main listener, optional client certificates, and the
+/// header a TLS-terminating proxy forwards a verified client certificate in. The files are
+/// reloaded on SIGHUP and when they change, without dropping open connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first (empty = plain HTTP); set together with `key_file`.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA certificates client certificates are verified against (empty = none asked for);
+    /// a client without a certificate still connects.
+    pub client_ca_file: PathBuf,
+    /// Header in which a proxy listed in `trusted_proxies` forwards the subject of the client
+    /// certificate it verified (e.g. `X-SSL-Client-S-DN`); dropped from any other peer.
+    pub client_subject_header: String,
+    /// Reload the files when their directories change (SIGHUP always reloads); off for file
+    /// systems without change notification.
+    pub watch: bool,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
+            client_subject_header: String::new(),
+            watch: true,
+        }
+    }
+}
+
 /// Credentials in the relay URL stay out of every debug print.
 impl std::fmt::Debug for SmtpSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +181,18 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         None => url.to_string(),
+    }
+}
+
+impl TlsSettings {
+    /// Whether the main listener speaks HTTPS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
+
+    /// Whether TLS connections are asked for a client certificate.
+    pub fn verifies_clients(&self) -> bool {
+        self.enabled() && !self.client_ca_file.as_os_str().is_empty()
     }
 }
 
@@ -255,6 +304,7 @@ impl Default for Settings {
             metrics_listen: String::new(),
             hooks: HookSettings::default(),
             smtp: SmtpSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -320,6 +370,13 @@ impl Settings {
             .map_err(|e| ConfigError(describe(e)))?;
         settings.validate()?;
         settings.hooks.dir = absolute(&settings.hooks.dir);
+        // HTTP/1 and HTTP/2 header names are case-insensitive; the edge looks them up as
+        // lower-case.
+        settings.tls.client_subject_header = settings
+            .tls
+            .client_subject_header
+            .trim()
+            .to_ascii_lowercase();
         Ok(settings)
     }
 
@@ -478,6 +535,43 @@ impl Settings {
             return bad("metrics_listen", &e);
         }
         crate::mail::check_settings(&self.smtp).map_err(ConfigError)?;
+        self.validate_tls()
+    }
+
+    /// Checks the `[tls]` keys that depend on each other (the files themselves are read when
+    /// the server starts, see [`crate::net::tls`]).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("key `{key}`: {why}")));
+        let tls = &self.tls;
+        let cert = !tls.cert_file.as_os_str().is_empty();
+        let key = !tls.key_file.as_os_str().is_empty();
+        if cert && !key {
+            return bad("tls.key_file", "must be set when `tls.cert_file` is");
+        }
+        if key && !cert {
+            return bad("tls.cert_file", "must be set when `tls.key_file` is");
+        }
+        if !tls.client_ca_file.as_os_str().is_empty() && !cert {
+            return bad(
+                "tls.client_ca_file",
+                "asks TLS clients for certificates: set `tls.cert_file` and `tls.key_file` too",
+            );
+        }
+        let header = tls.client_subject_header.trim();
+        if !header.is_empty() {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return bad(
+                    "tls.client_subject_header",
+                    &format!("{header:?} is not an HTTP header name"),
+                );
+            }
+            if self.trusted_proxies.is_empty() {
+                return bad(
+                    "tls.client_subject_header",
+                    "is only believed from a peer in `trusted_proxies`, which is empty",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -491,6 +585,11 @@ impl Settings {
         text.parse()
             .map(Some)
             .map_err(|_| format!("{text:?} is not an address: write IP:PORT, e.g. 127.0.0.1:9318"))
+    }
+
+    /// The scheme clients reach the main listener with: `https` with native TLS.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.enabled() { "https" } else { "http" }
     }
 
     /// The database URL to open: the configured one, or SQLite in the data directory.
@@ -811,5 +910,47 @@ mod tests {
         let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
         assert_eq!(s.rate_limit.failures_per_minute, 0);
         assert_eq!(s.rate_limit.anonymous_per_minute, 30);
+    }
+
+    #[test]
+    fn tls_keys_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        for (text, key) in [
+            ("[tls]\ncert_file = \"c.pem\"\n", "`tls.key_file`"),
+            ("[tls]\nkey_file = \"k.pem\"\n", "`tls.cert_file`"),
+            (
+                "[tls]\nclient_ca_file = \"ca.pem\"\n",
+                "`tls.client_ca_file`",
+            ),
+            (
+                "[tls]\nclient_subject_header = \"X-SSL-Client-S-DN\"\n",
+                "`trusted_proxies`",
+            ),
+            (
+                "trusted_proxies = [\"127.0.0.1\"]\n[tls]\nclient_subject_header = \"bad header\"\n",
+                "`tls.client_subject_header`",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Settings::load(Some(&file), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        std::fs::write(
+            &file,
+            "trusted_proxies = [\"127.0.0.1\"]\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n\
+             client_subject_header = \" X-SSL-Client-S-DN \"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &Overrides::default()).unwrap();
+        assert!(s.tls.enabled() && !s.tls.verifies_clients() && s.tls.watch);
+        assert_eq!(s.scheme(), "https");
+        assert_eq!(s.tls.client_subject_header, "x-ssl-client-s-dn");
+        assert_eq!(Settings::default().scheme(), "http");
+        for key in ["tls", "tls.cert_file", "TLS.CLIENT_CA_FILE", "tls.watch"] {
+            assert!(is_known_key(key), "{key}");
+        }
     }
 }

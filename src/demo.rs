@@ -20,11 +20,12 @@ pub const DEMO_DOMAIN: &str = "demo.provisio.test";
 pub const DEMO_USER: &str = "demo";
 
 /// The base URL of the demo's links once the server is bound to `bound`: `public_url` when
-/// set, else `http://` + the advertised address ([`advertised_ip`]) and the bound port.
+/// set, else `http://` (`https://` with native TLS) + the advertised address ([`advertised_ip`]) and the bound port.
 pub fn base_url(settings: &Settings, bound: SocketAddr) -> String {
     if settings.public_url.is_empty() {
         format!(
-            "http://{}",
+            "{}://{}",
+            settings.scheme(),
             SocketAddr::new(advertised_ip(bound.ip()), bound.port())
         )
     } else {

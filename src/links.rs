@@ -24,8 +24,8 @@ pub fn provisioning_url(
 
 /// The public base URL for links: the space's, else the server's, else the URL the client
 /// used: scheme and host from a trusted proxy's `X-Forwarded-Proto`/`X-Forwarded-Host` (or
-/// `Forwarded`; the edge drops those headers from any other peer), else `http://` + the Host
-/// (with its port).
+/// `Forwarded`; the edge drops those headers from any other peer), else the listener's own
+/// scheme (`https` with native TLS) + the Host (with its port).
 pub fn base_url(state: &AppState, space: &Space, request: &RequestInfo) -> String {
     if let Some(url) = space.public_url.as_deref().filter(|u| !u.is_empty()) {
         return url.trim_end_matches('/').to_string();
@@ -47,7 +47,10 @@ pub fn base_url(state: &AppState, space: &Space, request: &RequestInfo) -> Strin
                 .map(str::to_string)
         })
         .unwrap_or_else(|| state.settings.listen.to_string());
-    format!("{}://{host}", origin.scheme.unwrap_or("http"))
+    format!(
+        "{}://{host}",
+        origin.scheme.unwrap_or(state.settings.scheme())
+    )
 }
 
 /// The absolute URL of a wizard link (`/wizard/{token}`), on the space's public base URL.

@@ -9,25 +9,40 @@ use std::time::Duration;
 
 /// The URL `healthcheck` probes by default: `/readyz` on the listen address, with a wildcard
 /// address (`0.0.0.0`, `::`) replaced by the loopback of its family, which is where a probe
-/// inside the same host or container reaches the server.
-pub fn default_probe_url(listen: SocketAddr) -> String {
+/// inside the same host or container reaches the server; `https` with native TLS.
+pub fn default_probe_url(listen: SocketAddr, scheme: &str) -> String {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/readyz", SocketAddr::new(ip, listen.port()))
+    format!("{scheme}://{}/readyz", SocketAddr::new(ip, listen.port()))
 }
 
-/// Sends one `GET` to `url` (plain HTTP: the probe talks to the server's own listener, not to
-/// the TLS proxy in front) and succeeds only on 200, all within `timeout`.
-pub async fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
+/// Sends one `GET` to `url` and succeeds only on 200, all within `timeout`. The probe talks to
+/// the server's own listener, not to a proxy in front: `http://`, or `https://` when the
+/// server has native TLS, whose certificate file `pinned_cert` names. The server must then
+/// present exactly that file's first certificate (pinned: no CA, no name check, so a
+/// self-signed certificate or one for a public name both work on a loopback address).
+pub async fn healthcheck(
+    url: &str,
+    timeout: Duration,
+    pinned_cert: Option<&Path>,
+) -> anyhow::Result<()> {
     let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
-    if uri.scheme_str() != Some("http") {
-        bail!("{url}: healthcheck speaks plain http:// to the server's own listener");
-    }
+    let tls = match (uri.scheme_str(), pinned_cert) {
+        (Some("http"), _) => None,
+        (Some("https"), Some(cert)) => Some(pinned_client(cert)?),
+        (Some("https"), None) => bail!(
+            "{url}: healthcheck speaks https:// only to a server with native TLS \
+             (`tls.cert_file`), whose certificate it pins"
+        ),
+        _ => bail!("{url}: healthcheck speaks http:// or https:// to the server's own listener"),
+    };
     let host = uri.host().context("the URL has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let authority = uri
         .authority()
         .map(|a| a.as_str().to_string())
@@ -37,9 +52,13 @@ pub async fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
         // `[::1]` in a URL is `::1` to the resolver.
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let stream = tokio::net::TcpStream::connect((host, port)).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        let driver = tokio::spawn(conn);
+        let (mut sender, driver) = match tls {
+            None => send_on(stream).await?,
+            Some(connector) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+                send_on(connector.connect(name, stream).await?).await?
+            }
+        };
         let request = http::Request::get(path)
             .header(http::header::HOST, authority)
             .header(http::header::USER_AGENT, "provisio-healthcheck")
@@ -56,6 +75,94 @@ pub async fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
         bail!("{url} answered {status}");
     }
     Ok(())
+}
+
+/// An HTTP/1.1 connection on `io`: its sender, and the task driving it.
+async fn send_on<I>(
+    io: I,
+) -> anyhow::Result<(
+    hyper::client::conn::http1::SendRequest<String>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    Ok((sender, tokio::spawn(conn)))
+}
+
+/// A TLS connector that accepts only the first certificate of the PEM file `cert`.
+fn pinned_client(cert: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let leaf = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {} (key `tls.cert_file`)", cert.display()))?
+        .next()
+        .with_context(|| format!("{} holds no PEM certificate", cert.display()))?
+        .with_context(|| format!("reading {} (key `tls.cert_file`)", cert.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let pinned = Pinned {
+        leaf,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(pinned))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// Trusts one certificate, byte for byte (the handshake signatures are still verified, so
+/// the peer holds its key).
+#[derive(Debug)]
+struct Pinned {
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// `provisio backup FILE`: copies the embedded SQLite database (the server may be running);
@@ -132,8 +239,12 @@ mod tests {
             ("192.0.2.7:80", "http://192.0.2.7:80/readyz"),
         ];
         for (listen, url) in cases {
-            assert_eq!(default_probe_url(listen.parse().unwrap()), url);
+            assert_eq!(default_probe_url(listen.parse().unwrap(), "http"), url);
         }
+        assert_eq!(
+            default_probe_url("0.0.0.0:443".parse().unwrap(), "https"),
+            "https://127.0.0.1:443/readyz"
+        );
     }
 
     #[test]

@@ -31,4 +31,7 @@ pub struct AppState {
     pub key_uses: Arc<KeyUses>,
     /// The audit trail's queue (written in batches off the request path, see `crate::audit`).
     pub audit: crate::audit::Sink,
+    /// Native TLS of the main listener (`[tls]`), `None` for plain HTTP; its certificate is
+    /// swapped on reload (see `crate::net::tls`).
+    pub tls: Option<Arc<crate::net::tls::Tls>>,
 }

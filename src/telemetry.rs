@@ -180,6 +180,16 @@ pub fn describe_metrics() {
         "Connections the server closed, by reason (header_timeout, idle)."
     );
     describe_counter!(
+        "provisio_tls_handshake_failures_total",
+        Unit::Count,
+        "TLS handshakes that failed (error: refused or broken; timeout: not done within header_read_timeout_seconds)."
+    );
+    describe_counter!(
+        "provisio_tls_reloads_total",
+        Unit::Count,
+        "Reloads of changed TLS files, by result (ok; error: the previous certificate stays)."
+    );
+    describe_counter!(
         crate::housekeeping::PURGED_ROWS_METRIC,
         Unit::Count,
         "Expired or spent rows housekeeping deleted, by table."

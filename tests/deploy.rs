@@ -489,7 +489,7 @@ async fn healthcheck_passes_on_200_only() {
 
     let out = healthcheck(dir.path(), &["--url", "https://127.0.0.1:1/readyz"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("plain http://"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("native TLS"), "{}", stderr(&out));
 
     server.stop();
     let out = healthcheck(dir.path(), &["--listen", &listen]);

@@ -1,7 +1,9 @@
 //! A real Linphone client (Debian's linphonec, liblinphone 5.1) provisions itself from the
 //! running server, then REGISTERs with the provisioned credentials on a real registrar
 //! (Kamailio on loopback) — once for an MD5 space, once for a SHA-256 space — and a wrong
-//! password fails. Skipped with a message when the tools are missing, unless CI is set.
+//! password fails; and, over native TLS, the client provisions from `https://localhost` with
+//! the test CA as its `root_ca`. Skipped with a message when the tools are missing, unless CI
+//! is set.
 
 mod common;
 
@@ -46,8 +48,13 @@ fn tools_available(needs_kamailio: bool) -> bool {
 
 /// Runs the harness (tools/linphone-check.sh); returns (exit code, applied rc, stderr).
 fn provision_check(url: &str, register: bool) -> (i32, String, String) {
+    provision_check_with(url, register, &[])
+}
+
+/// [`provision_check`] with more options for the harness (`--root-ca FILE`).
+fn provision_check_with(url: &str, register: bool, options: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new("bash");
-    cmd.arg(script()).args(["--timeout", "20"]);
+    cmd.arg(script()).args(["--timeout", "20"]).args(options);
     if register {
         cmd.arg("--register");
     }
@@ -99,6 +106,80 @@ both_backends!(real_client_applies_document, |app: TestApp| async move {
         .unwrap();
     assert_eq!(code, 1);
 });
+
+/// Over native TLS: liblinphone (mbedTLS) verifies the server against `[sip] root_ca` and
+/// checks the host name against DNS names only (it ignores IP SANs), hence
+/// `https://localhost`. Without the CA it refuses the server and applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_client_provisions_over_https() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    if !tools_available(false) {
+        return;
+    }
+    let pki = tempfile::tempdir().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "provisio test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let mut server =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let server_key = KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+    let server_pem = server.signed_by(&server_key, &issuer).unwrap().pem();
+    let ca_file = pki.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    std::fs::write(pki.path().join("server.pem"), &server_pem).unwrap();
+    std::fs::write(pki.path().join("server.key"), server_key.serialize_pem()).unwrap();
+    let dir = pki.path().to_path_buf();
+    let app = TestApp::start_with(Backend::Sqlite, move |s| {
+        s.tls.cert_file = dir.join("server.pem");
+        s.tls.key_file = dir.join("server.key");
+    })
+    .await
+    .unwrap();
+    let space = app
+        .space("tls.example.test", |s| {
+            s.header_mode = HeaderMode::LinphoneUserAgent;
+        })
+        .await;
+    let account = app.account(&space, "alice", "secret").await;
+    let port = app.base.rsplit(':').next().unwrap().to_string();
+    let ca = ca_file.to_str().unwrap().to_string();
+
+    // Not trusted: the handshake fails, the token stays unused.
+    let token = app.token(&account).await;
+    let url = format!("https://localhost:{port}/provisioning/{token}");
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || provision_check_with(&url, false, &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1, "an untrusted server must not provision:\n{err}");
+
+    let url = format!("https://localhost:{port}/provisioning/{token}");
+    let (code, rc, err) =
+        tokio::task::spawn_blocking(move || provision_check_with(&url, false, &["--root-ca", &ca]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "provisioning over https failed:\n{err}\n{rc}");
+    let ha1 = independent_ha1(Algorithm::Sha256, "alice", "tls.example.test", "secret");
+    for line in [
+        "reg_identity=<sip:alice@tls.example.test>".to_string(),
+        "username=alice".to_string(),
+        format!("ha1={ha1}"),
+    ] {
+        assert!(
+            rc.lines().any(|l| l == line),
+            "missing {line:?} in applied rc:\n{rc}"
+        );
+    }
+    app.stop().await;
+}
 
 /// A Kamailio registrar on a loopback UDP port that accepts one HA1 (`pv_www_authenticate`
 /// with flag 1: the password argument is an HA1).

@@ -34,8 +34,18 @@ pub async fn healthcheck(
     url: Option<String>,
     timeout: u64,
 ) -> anyhow::Result<ExitCode> {
-    let url = url.unwrap_or_else(|| crate::ops::default_probe_url(settings.listen));
-    crate::ops::healthcheck(&url, std::time::Duration::from_secs(timeout)).await?;
+    let url =
+        url.unwrap_or_else(|| crate::ops::default_probe_url(settings.listen, settings.scheme()));
+    let pinned = settings
+        .tls
+        .enabled()
+        .then(|| crate::config::absolute(&settings.tls.cert_file));
+    crate::ops::healthcheck(
+        &url,
+        std::time::Duration::from_secs(timeout),
+        pinned.as_deref(),
+    )
+    .await?;
     println!("{url}: ready");
     Ok(ExitCode::SUCCESS)
 }

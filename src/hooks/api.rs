@@ -349,7 +349,7 @@ impl FrozenMap {
 }
 
 /// Every key of the frozen maps ([`request_map`], [`account_map`], [`password_map`]).
-const FROZEN_KEYS: [&str; 24] = [
+const FROZEN_KEYS: [&str; 26] = [
     "method",
     "path",
     "query_string",
@@ -359,6 +359,8 @@ const FROZEN_KEYS: [&str; 24] = [
     "host",
     "client_ip",
     "user_agent",
+    "client_certificate_subject",
+    "client_certificate_uris",
     "space",
     "id",
     "username",
@@ -478,6 +480,19 @@ pub fn request_map(request: &RequestInfo, space: Map) -> Map {
     m.insert("host".into(), text(&request.host));
     m.insert("client_ip".into(), request.client_ip_string().into());
     m.insert("user_agent".into(), text(request.user_agent()));
+    let certificate = request.client_certificate.as_ref();
+    m.insert(
+        "client_certificate_subject".into(),
+        opt_string(certificate.map(|c| c.subject.as_str())),
+    );
+    m.insert(
+        "client_certificate_uris".into(),
+        Dynamic::from_array(
+            certificate
+                .map(|c| c.uris.iter().map(|u| text(u)).collect())
+                .unwrap_or_default(),
+        ),
+    );
     m.insert("space".into(), Dynamic::from_map(space));
     m
 }

@@ -3,6 +3,10 @@
 //! 1. **Client address** — the TCP peer, or, when the peer is a trusted proxy, the client it
 //!    names ([`crate::net::proxy`]). From any other peer the forwarding headers are removed, so
 //!    no route, hook or log can be fooled by them.
+//! 1. **Client certificate** — the one the TLS connection presented and rustls verified, or,
+//!    from a trusted proxy and only from one, the subject it forwarded in
+//!    `tls.client_subject_header` ([`client_certificate`]); from any other peer that header is
+//!    removed like the forwarding headers. It reaches routes as a request extension.
 //! 2. **Failure limit** — on the routes where a refusal means a wrong guess
 //!    ([`counts_failures`]), an address whose failure bucket is empty gets 429 with
 //!    `Retry-After` here, before routing, so the database is never touched.
@@ -13,7 +17,8 @@
 //!    the request is counted and timed under its route template
 //!    ([`crate::telemetry::record_request`]); and one access-log line is written: method,
 //!    route template (never the path, which may hold a token), status, `duration_ms`, client
-//!    address, space and account when a handler named them ([`AccessNote`]), user agent. It is
+//!    address, space and account when a handler named them ([`AccessNote`]), a fingerprint of
+//!    the client certificate's subject (`client_cert`) when there is one, user agent. It is
 //!    at info for every answer below 500 (a 401 Digest challenge, a 404 for `/favicon.ico` are
 //!    normal traffic) and at error for a 5xx.
 
@@ -21,6 +26,7 @@ use crate::auth::API_KEY_HEADER;
 use crate::error::AppError;
 use crate::http::{ClientAddr, MatchedRoute, api, reply};
 use crate::net::proxy::FORWARDING_HEADERS;
+use crate::request::ClientCertificate;
 use crate::state::AppState;
 use crate::telemetry::UNMATCHED_ROUTE;
 use serde_json::json;
@@ -34,11 +40,13 @@ use warp::reply::Response;
 /// Message of the 503 for a request that ran past `request_timeout_seconds`.
 pub const TIMEOUT_MESSAGE: &str = "The server took too long to answer; please try again later.";
 
-/// Serves one request through `service` (the routes) with everything above.
+/// Serves one request through `service` (the routes) with everything above; `connection_cert`
+/// is the verified certificate of the TLS connection it came on.
 pub async fn handle<S, B>(
     state: &AppState,
     mut service: S,
     peer: SocketAddr,
+    connection_cert: Option<ClientCertificate>,
     mut req: Request<B>,
 ) -> Response
 where
@@ -46,6 +54,10 @@ where
 {
     let started = Instant::now();
     let client = client_address(state, peer, req.headers_mut());
+    let certificate = client_certificate(state, peer, connection_cert, req.headers_mut());
+    let client_cert = certificate
+        .as_ref()
+        .map(|c| crate::secret::fingerprint(&c.subject));
     // HTTP/2 carries the host in `:authority`, which hyper puts in the URI; spaces, links and
     // hooks read `Host`, as HTTP/1.1 sends it.
     if !req.headers().contains_key(header::HOST)
@@ -81,6 +93,9 @@ where
         Some(limited) => reply::error(&AppError::from(limited)),
         None => {
             req.extensions_mut().insert(ClientAddr { peer, client });
+            if let Some(certificate) = certificate {
+                req.extensions_mut().insert(certificate);
+            }
             req.extensions_mut().insert(matched.clone());
             let limit = Duration::from_secs(state.settings.request_timeout_seconds);
             let routed = async move { service.call(req).await }.instrument(span.clone());
@@ -127,6 +142,7 @@ where
         duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         client,
         note: &note,
+        client_cert: client_cert.as_deref(),
         user_agent: user_agent.as_deref(),
     };
     access.log();
@@ -160,6 +176,9 @@ struct AccessLine<'a> {
     duration_ms: u64,
     client: IpAddr,
     note: &'a AccessNote,
+    /// [`crate::secret::fingerprint`] of the client certificate's subject (the subject names a
+    /// person; the fingerprint still tells requests of one certificate apart).
+    client_cert: Option<&'a str>,
     user_agent: Option<&'a str>,
 }
 
@@ -178,6 +197,7 @@ impl AccessLine<'_> {
                     client = %self.client,
                     space = self.note.space.as_deref(),
                     account = self.note.account,
+                    client_cert = self.client_cert,
                     user_agent = self.user_agent,
                     "request"
                 )
@@ -217,6 +237,49 @@ fn client_address(state: &AppState, peer: SocketAddr, headers: &mut HeaderMap) -
         }
         peer.ip().to_canonical()
     }
+}
+
+/// Longest forwarded client-certificate subject believed, in bytes (a DN is far shorter; a
+/// longer header is a misconfigured proxy, and ignored).
+const MAX_FORWARDED_SUBJECT: usize = 1024;
+
+/// The client certificate of a request. Without `tls.client_subject_header`, the TLS
+/// connection's own. With it, a trusted proxy's request carries only what the proxy forwarded
+/// in that header (the connection's certificate, if any, is the proxy's, not its client's);
+/// an empty or missing header means no certificate. From any other peer the header is removed
+/// (so no route, hook or log sees it) and the connection's certificate stands.
+pub fn client_certificate(
+    state: &AppState,
+    peer: SocketAddr,
+    connection_cert: Option<ClientCertificate>,
+    headers: &mut HeaderMap,
+) -> Option<ClientCertificate> {
+    let name = state.settings.tls.client_subject_header.as_str();
+    if name.is_empty() {
+        return connection_cert;
+    }
+    if !state.proxies.contains(peer.ip()) {
+        headers.remove(name);
+        return connection_cert;
+    }
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        // Two subjects for one request: the proxy did not replace what the client sent.
+        tracing::warn!(
+            header = name,
+            "a trusted proxy sent the client-certificate header twice; ignoring it"
+        );
+        return None;
+    }
+    let subject = std::str::from_utf8(value.as_bytes()).ok()?.trim();
+    if subject.is_empty() || subject.len() > MAX_FORWARDED_SUBJECT {
+        return None;
+    }
+    Some(ClientCertificate {
+        subject: subject.to_string(),
+        uris: Vec::new(),
+    })
 }
 
 /// Every line of a header, joined with `,` (each proxy may have added its own line).

@@ -10,6 +10,14 @@
 //! * **Cap.** At most `max_connections` are open; past it new sockets are closed at once (and
 //!   counted) while open connections keep being served.
 //! * **Graceful shutdown with a deadline** (`shutdown_grace_seconds`), which warp's lacks.
+//! * **Native TLS** (`[tls]`, [`crate::net::tls`]) on the main listener. The handshake runs in
+//!   the connection's own task, never in the accept loop, and within the head deadline (which
+//!   counts from accept), so a slow or broken handshake holds one connection slot for at most
+//!   `header_read_timeout_seconds` and delays no one else. Each handshake takes the live
+//!   configuration, so a reloaded certificate applies to new connections while open ones go
+//!   on. ALPN offers `h2` and `http/1.1`. The verified client certificate is read once per
+//!   connection and handed to [`edge`] with every request on it. The metrics listener stays
+//!   plain HTTP (it is meant for a private address).
 //!
 //! A request is "in flight" from the moment hyper hands its head to the service until its
 //! response body has been sent (the body carries a guard), so a deadline never cuts a request
@@ -17,6 +25,8 @@
 
 use crate::http::{edge, ops, routes};
 use crate::net::limit::SWEEP_INTERVAL;
+use crate::net::tls::Tls;
+use crate::request::ClientCertificate;
 use crate::state::AppState;
 use anyhow::Context as _;
 use futures_util::FutureExt as _;
@@ -25,12 +35,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use warp::filters::BoxedFilter;
@@ -61,8 +72,9 @@ pub async fn serve(
     };
     let sweeper = tokio::spawn(sweep_limits(state.clone()));
     let shutdown = shutdown.shared();
+    let tls = state.tls.clone();
     let result = match metrics {
-        None => accept_loop(listener, state.clone(), routes(state), shutdown).await,
+        None => accept_loop(listener, state.clone(), routes(state), tls, shutdown).await,
         Some(metrics) => {
             tracing::info!(
                 addr = %metrics.local_addr()?,
@@ -73,12 +85,14 @@ pub async fn serve(
                     listener,
                     state.clone(),
                     routes(state.clone()),
+                    tls,
                     shutdown.clone()
                 ),
                 accept_loop(
                     metrics,
                     state.clone(),
                     ops::metrics_listener_routes(state),
+                    None,
                     shutdown
                 ),
             );
@@ -89,12 +103,14 @@ pub async fn serve(
     result
 }
 
-/// Accepts connections on `listener` and serves `routes` through the [`edge`] until
-/// `shutdown` resolves, then waits up to `shutdown_grace_seconds` for requests in flight.
+/// Accepts connections on `listener` and serves `routes` through the [`edge`] (over TLS when
+/// `tls` is set) until `shutdown` resolves, then waits up to `shutdown_grace_seconds` for
+/// requests in flight.
 async fn accept_loop(
     listener: TcpListener,
     state: AppState,
     routes: BoxedFilter<(Response,)>,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let settings = state.settings.clone();
@@ -141,30 +157,30 @@ async fn accept_loop(
                     });
                     continue;
                 };
-                let watch = Arc::new(ConnWatch::new());
-                let hyper_svc = {
-                    let watch = watch.clone();
-                    let state = state.clone();
-                    let service = service.clone();
-                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let guard = InFlight::start(watch.clone());
-                        let state = state.clone();
-                        let service = service.clone();
-                        async move {
-                            let response = edge::handle(&state, service, peer, req).await;
-                            Ok::<_, Infallible>(response.map(|body| Guarded { body, _guard: guard }))
-                        }
-                    })
+                let conn = Conn {
+                    watch: Arc::new(ConnWatch::new()),
+                    graceful: graceful.watcher(),
+                    builder: builder.clone(),
+                    state: state.clone(),
+                    service: service.clone(),
+                    peer,
+                    deadlines,
                 };
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                // The live configuration at accept time: a reload from now on is for the
+                // connections accepted after it.
+                let handshake = tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config()));
                 tokio::spawn(async move {
                     let _permit = permit;
                     let open = metrics::gauge!("provisio_connections_open");
                     open.increment(1.0);
-                    supervise(conn, watch, deadlines).await;
+                    match handshake {
+                        None => conn.serve(TokioIo::new(stream), None).await,
+                        Some(acceptor) => {
+                            if let Some((stream, certificate)) = conn.handshake(acceptor, stream).await {
+                                conn.serve(TokioIo::new(stream), certificate).await;
+                            }
+                        }
+                    }
                     open.decrement(1.0);
                 });
             }
@@ -183,6 +199,103 @@ async fn accept_loop(
         );
     }
     Ok(())
+}
+
+/// What one connection's task needs to serve it.
+struct Conn<S> {
+    watch: Arc<ConnWatch>,
+    graceful: hyper_util::server::graceful::Watcher,
+    builder: auto::Builder<TokioExecutor>,
+    state: AppState,
+    service: S,
+    peer: SocketAddr,
+    deadlines: Deadlines,
+}
+
+impl<S> Conn<S>
+where
+    S: tower_service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// The TLS handshake, bounded by the head deadline (which counts from accept); the stream
+    /// and the verified client certificate, or `None` (counted and logged at debug) when the
+    /// handshake fails or takes too long.
+    async fn handshake(
+        &self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: TcpStream,
+    ) -> Option<(
+        tokio_rustls::server::TlsStream<TcpStream>,
+        Option<ClientCertificate>,
+    )> {
+        let deadline = self.watch.accepted + self.deadlines.head;
+        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let certificate = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(crate::net::tls::client_certificate);
+                Some((stream, certificate))
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("provisio_tls_handshake_failures_total", "reason" => "error")
+                    .increment(1);
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                metrics::counter!("provisio_tls_handshake_failures_total", "reason" => "timeout")
+                    .increment(1);
+                tracing::debug!(peer = %self.peer, "TLS handshake timed out; closing");
+                None
+            }
+        }
+    }
+
+    /// Serves the connection's requests (each through the [`edge`], carrying `certificate`)
+    /// under the deadlines and the graceful shutdown.
+    async fn serve<I>(self, io: I, certificate: Option<ClientCertificate>)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Conn {
+            watch,
+            graceful,
+            builder,
+            state,
+            service,
+            peer,
+            deadlines,
+        } = self;
+        let hyper_svc = {
+            let watch = watch.clone();
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let guard = InFlight::start(watch.clone());
+                let state = state.clone();
+                let service = service.clone();
+                let certificate = certificate.clone();
+                async move {
+                    let response = edge::handle(&state, service, peer, certificate, req).await;
+                    Ok::<_, Infallible>(response.map(|body| Guarded {
+                        body,
+                        _guard: guard,
+                    }))
+                }
+            })
+        };
+        let conn = builder
+            .serve_connection_with_upgrades(io, hyper_svc)
+            .into_owned();
+        supervise(graceful.watch(conn), watch, deadlines).await;
+    }
 }
 
 /// Forgets rate-limit keys whose buckets are full again, every [`SWEEP_INTERVAL`].
