@@ -54,6 +54,12 @@ pub mod action {
     pub const SPACE_UPDATED: &str = "space.updated";
     /// A space (and its accounts) was deleted.
     pub const SPACE_DELETED: &str = "space.deleted";
+    /// A hook script version was stored (target: the script's name; detail: its version).
+    pub const HOOK_SAVED: &str = "hook.saved";
+    /// A hook script was deleted (a tombstone version).
+    pub const HOOK_DELETED: &str = "hook.deleted";
+    /// An older version of a hook script was made live again as a new version.
+    pub const HOOK_ROLLED_BACK: &str = "hook.rolled_back";
 }
 
 /// Outcome of an event that happened.

@@ -23,6 +23,10 @@ pub const SQLITE: &[(&str, &str)] = &[
         "V4__audit",
         include_str!("../../schema/sqlite/V4__audit.sql"),
     ),
+    (
+        "V7__hook_scripts",
+        include_str!("../../schema/sqlite/V7__hook_scripts.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, in order: (name, SQL).
@@ -42,6 +46,10 @@ pub const POSTGRES: &[(&str, &str)] = &[
     (
         "V4__audit",
         include_str!("../../schema/postgres/V4__audit.sql"),
+    ),
+    (
+        "V7__hook_scripts",
+        include_str!("../../schema/postgres/V7__hook_scripts.sql"),
     ),
 ];
 
