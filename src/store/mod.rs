@@ -347,7 +347,8 @@ impl PurgeCounts {
 /// notices may have been lost (the feed (re)connected): reload everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// What changed: `"spaces"` (issue 11 adds hook scripts), or `"*"` for everything.
+    /// What changed: `"spaces"`, `"hooks"` (the hook scripts stored in the database), or
+    /// `"*"` for everything.
     pub topic: String,
     /// The topic's version after the change (as [`Store::change_version`] reads it); -1 for `*`.
     pub version: i64,
@@ -532,7 +533,7 @@ pub trait Store: Send + Sync {
 
     // ---- change feed (src/store/changes.rs) -------------------------------------------------
 
-    /// Current version of a change topic (`"spaces"`; issue 11 adds hook scripts): cheap, one
+    /// Current version of a change topic (`"spaces"`, `"hooks"`): cheap, one
     /// indexed read, for the periodic coherence check. Every committed write of the topic's
     /// rows, by any process, increases it (in the writer's transaction). 0 for a topic the
     /// schema does not know. Read it *before* loading the data, so a change in between is
