@@ -836,6 +836,60 @@ async fn with_both_the_database_wins_over_the_file() {
     assert_eq!(status, 200);
     let (_, body) = document(&app.client, &app.base, "a.example").await;
     assert!(body.contains(&entry("d", "file 2")), "{body}");
+
+    // A broken file of another space blocks every change (it would block the reload too);
+    // a space admin learns that, not the other tenant's error.
+    app.space("b.example", |_| {}).await;
+    let (_, alice) = admin(
+        &app,
+        &app.state
+            .store
+            .space_by_domain("a.example")
+            .await
+            .expect("read")
+            .expect("a.example"),
+        "alice",
+    )
+    .await;
+    std::fs::write(
+        app.hooks_dir.join("b.example.rhai"),
+        "fn on_config(config, request, account) { secret_of_b( }\n",
+    )
+    .expect("write");
+    assert!(app.state.hooks.reload_now().is_err());
+    let (status, body) = status_json(
+        call(
+            &app,
+            Method::PUT,
+            "a.example",
+            "/api/hooks/a.example",
+            Some(&alice),
+        )
+        .json(&json!({"source": marker("a", "database")})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let why = field_errors(&body, "source");
+    assert!(
+        why.contains("other spaces do not compile") && !why.contains("b.example"),
+        "{why}"
+    );
+    let (status, body) = status_json(
+        call(
+            &app,
+            Method::PUT,
+            "root.example",
+            "/api/hooks/a.example",
+            Some(&root),
+        )
+        .json(&json!({"source": marker("a", "database")})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        has_position(&field_errors(&body, "source"), "b.example.rhai"),
+        "{body}"
+    );
     app.stop().await;
 }
 

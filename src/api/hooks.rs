@@ -255,7 +255,8 @@ pub async fn save(state: &AppState, request: &RequestInfo, name: &str, body: Val
             Ok((checked.warnings.clone(), db::preview(&checked.hooks, input)))
         })
         .await?;
-        let (warnings, preview) = outcome.map_err(db::Refused::into_error)?;
+        let (warnings, preview) =
+            outcome.map_err(|refused| redact(&admin, refused).into_error())?;
         return Ok(ApiReply::json(
             200,
             json!({
@@ -268,7 +269,7 @@ pub async fn save(state: &AppState, request: &RequestInfo, name: &str, body: Val
             }),
         ));
     }
-    let warnings = validate(state, candidate, fixtures.clone()).await?;
+    let warnings = validate(state, &admin, candidate, fixtures.clone()).await?;
     let record = store_version(
         state,
         &admin,
@@ -308,7 +309,13 @@ pub async fn delete(state: &AppState, request: &RequestInfo, name: &str) -> ApiR
     if !live.iter().any(|s| s.name == name) {
         return Err(not_found(&name));
     }
-    validate(state, db::with_change(&live, &name, None), Vec::new()).await?;
+    validate(
+        state,
+        &admin,
+        db::with_change(&live, &name, None),
+        Vec::new(),
+    )
+    .await?;
     let record = store_version(
         state,
         &admin,
@@ -368,6 +375,7 @@ pub async fn rollback(
     let live = db::live_scripts(state.store.as_ref()).await?;
     validate(
         state,
+        &admin,
         db::with_change(&live, &name, Some(&source)),
         fixtures.clone(),
     )
@@ -429,6 +437,7 @@ async fn blocking<T: Send + 'static>(
 /// Returns the warnings.
 async fn validate(
     state: &AppState,
+    admin: &Admin,
     candidate: Vec<crate::hooks::set::StoredScript>,
     fixtures: Vec<StoredFixture>,
 ) -> Result<Vec<String>, AppError> {
@@ -439,7 +448,33 @@ async fn validate(
             .map(|c| c.warnings)
     })
     .await?
-    .map_err(db::Refused::into_error)
+    .map_err(|refused| redact(admin, refused).into_error())
+}
+
+/// What a space admin may see of a refusal: the errors of its own script, of `default` and of
+/// the modules (which it may read); another space's script's errors (a broken file of the
+/// hooks directory) are only counted.
+fn redact(admin: &Admin, refused: db::Refused) -> db::Refused {
+    let db::Refused::Source(lines) = refused else {
+        return refused;
+    };
+    if admin.super_admin {
+        return db::Refused::Source(lines);
+    }
+    let (mut shown, hidden): (Vec<String>, Vec<String>) = lines.into_iter().partition(|line| {
+        let file = line.split(':').next().unwrap_or("");
+        match crate::hooks::set::classify(file) {
+            Some(FileKind::Space(domain)) => domain == admin.space.domain,
+            _ => true,
+        }
+    });
+    if !hidden.is_empty() {
+        shown.push(format!(
+            "{} script(s) of other spaces do not compile: an operator must fix them first",
+            hidden.len()
+        ));
+    }
+    db::Refused::Source(shown)
 }
 
 /// Stores a version by `admin`, then brings this instance up to date before it answers (a
