@@ -772,4 +772,83 @@ mod tests {
         assert_eq!(fn_line(src, "on_auth_info"), None);
         assert_eq!(fn_line(src, "help"), None);
     }
+
+    fn stored(name: &str, version: i64, source: &str) -> StoredScript {
+        StoredScript {
+            name: name.into(),
+            version,
+            source: source.into(),
+        }
+    }
+
+    /// The database wins over a file of the same name; imports resolve a database module
+    /// first, then the directory's (unless the directory is not read).
+    #[test]
+    fn merged_sets_and_their_imports() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook =
+            "fn on_config(config, request, account) { config.section(\"x\").set(\"v\", m::V); }\n";
+        std::fs::write(dir.path().join("m.rhai"), "export const V = \"file\";\n").unwrap();
+        std::fs::write(
+            dir.path().join("default.rhai"),
+            format!("import \"m\" as m;\n{hook}"),
+        )
+        .unwrap();
+        let settings = crate::config::HookSettings {
+            dir: dir.path().to_path_buf(),
+            ..crate::config::HookSettings::default()
+        };
+        let engine = super::super::engine::new_engine(&settings, dir.path());
+        let files = || Some(read_sources(dir.path()).unwrap());
+
+        // Nothing stored: exactly the directory, digest included.
+        let plain = merge(files(), &[]);
+        assert_eq!(plain.digest, read_sources(dir.path()).unwrap().digest);
+        assert!(compile_sources(&engine, plain).set.is_some());
+
+        // A stored space script imports the directory's module; a stored default replaces
+        // the file.
+        let space = stored("a.example", 3, &format!("import \"m\" as m;\n{hook}"));
+        let both = merge(
+            files(),
+            &[
+                stored("default", 1, "fn on_config(c, r, a) {}"),
+                space.clone(),
+            ],
+        );
+        let reports: Vec<_> = both
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.origin, f.version, f.overrides_file))
+            .collect();
+        assert_eq!(
+            reports,
+            [
+                ("a.example.rhai", Origin::Database, Some(3), false),
+                ("default.rhai", Origin::Database, Some(1), true),
+                ("m.rhai", Origin::Files, None, false),
+            ]
+        );
+        let compiled = compile_sources(&engine, both);
+        assert!(compiled.set.is_some(), "{:?}", compiled.errors());
+
+        // A stored module replaces the file's for every importer.
+        let with_module = merge(files(), &[stored("m", 2, "export const V = \"db\";\n")]);
+        let set = compile_sources(&engine, with_module).set.unwrap();
+        assert!(set.default.is_some());
+        // Without the directory, its module is nowhere.
+        let alone = compile_sources(&engine, merge(None, std::slice::from_ref(&space)));
+        let errors = alone.errors().join("\n");
+        assert!(
+            errors.contains("a.example.rhai") && errors.contains("not found"),
+            "{errors}"
+        );
+        // A stored module is enough.
+        let alone = merge(None, &[space, stored("m", 1, "export const V = \"db\";\n")]);
+        assert!(compile_sources(&engine, alone).set.is_some());
+        // The digest follows the stored version.
+        let d1 = merge(files(), &[stored("default", 1, "fn on_config(c, r, a) {}")]).digest;
+        let d2 = merge(files(), &[stored("default", 2, "fn on_config(c, r, a) {}")]).digest;
+        assert_ne!(d1, d2);
+    }
 }
