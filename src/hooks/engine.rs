@@ -191,7 +191,9 @@ pub fn is_module_name(name: &str) -> bool {
 /// names, only files that really are inside the directory, and only while a set is being
 /// compiled — at request time every import is already embedded in the script's AST
 /// (`compile_into_self_contained`), so a dynamic import path is refused instead of touching
-/// the disk.
+/// the disk. While a set holding database scripts compiles, a module the database holds is
+/// compiled from memory instead ([`ModuleOverlay`]), and with `hooks.source = "database"`
+/// the directory is not looked at.
 struct HooksDirResolver {
     dir: PathBuf,
     inner: FileModuleResolver,
