@@ -1,6 +1,7 @@
 //! Start-up wiring: settings → store (migrations applied before the listener binds) → space
 //! snapshot → hooks → HTTP server, and the background tasks that live as long as the server
-//! (space coherence, API-key use batches, audit-trail batches, housekeeping, hot reload).
+//! (space coherence, hook scripts of the database, API-key use batches, audit-trail batches,
+//! housekeeping, hot reload).
 
 use crate::config::Settings;
 use crate::hooks::Hooks;
@@ -52,7 +53,7 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
     )
     .await
     .context("loading the spaces")?;
-    let hooks = Hooks::load(&settings.hooks).context("loading hook scripts")?;
+    let hooks = load_hooks(&settings, store.as_ref()).await?;
     let metrics = if metrics {
         crate::telemetry::install_metrics()
             .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
@@ -75,6 +76,28 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
         metrics,
         tls,
     })
+}
+
+/// Compiles the hook scripts `hooks.source` names: the directory's, the database's, or both.
+pub async fn load_hooks(settings: &Settings, store: &dyn store::Store) -> anyhow::Result<Hooks> {
+    let database = if settings.hooks.source.reads_database() {
+        crate::hooks::db::DatabaseScripts::load(store)
+            .await
+            .context("reading the hook scripts of the database")?
+    } else {
+        crate::hooks::db::DatabaseScripts::default()
+    };
+    Hooks::load_with(&settings.hooks, database).context("loading hook scripts")
+}
+
+/// Starts keeping the hook scripts of the database fresh and this instance's report written
+/// (checked as often as the space snapshot).
+fn keep_hooks(state: &AppState) -> crate::hooks::db::KeepHooks {
+    crate::hooks::db::KeepHooks::start(
+        state.hooks.clone(),
+        state.store.clone(),
+        state.spaces.check_interval(),
+    )
 }
 
 /// A server running in the background (tests, `demo`): its address and a way to stop it.
@@ -107,6 +130,7 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
     let audit = crate::audit::Writer::start(&state.audit, state.store.clone());
     let fresh = state.spaces.keep_fresh();
     let tls_watch = watch_tls(&state)?;
+    let hooks = keep_hooks(&state);
     let task = tokio::spawn(async move {
         let served = crate::http::serve(listener, state, async move {
             let _ = rx.await;
@@ -114,6 +138,7 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
         .await;
         drop::<KeepFresh>(fresh);
         drop(tls_watch);
+        hooks.stop().await;
         flusher.stop().await;
         if let Some(audit) = audit {
             audit.stop().await;
@@ -132,7 +157,7 @@ pub async fn spawn(state: AppState, addr: SocketAddr) -> anyhow::Result<Running>
 /// background, the listener is bound only after migrations ran.
 pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
     ensure_fd_limit(&state.settings)?;
-    let _watch = if state.settings.hooks.watch {
+    let _watch = if state.settings.hooks.watch && state.settings.hooks.source.reads_files() {
         Some(
             state
                 .hooks
@@ -167,7 +192,9 @@ pub async fn serve(state: AppState, on_ready: impl FnOnce(SocketAddr)) -> anyhow
     let flusher = key_use_flusher(&state);
     let audit = crate::audit::Writer::start(&state.audit, state.store.clone());
     let _fresh = state.spaces.keep_fresh();
+    let hooks = keep_hooks(&state);
     let served = crate::http::serve(listener, state, shutdown_signal()).await;
+    hooks.stop().await;
     flusher.stop().await;
     if let Some(audit) = audit {
         audit.stop().await;

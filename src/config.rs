@@ -213,6 +213,9 @@ pub enum LogFormat {
 pub struct HookSettings {
     /// Directory of `default.rhai` and `<space-domain>.rhai` (`PROVISIO_HOOKS__DIR`).
     pub dir: PathBuf,
+    /// Where scripts come from: the directory, the database (`/api/hooks`, `provisio hooks
+    /// push`), or both, a database script replacing the file of the same name.
+    pub source: HookSource,
     /// Watch the directory and reload on change.
     pub watch: bool,
     /// Milliseconds of quiet before a burst of file events triggers one reload.
@@ -233,6 +236,44 @@ pub struct HookSettings {
     pub max_map_size: usize,
     /// Wall-clock milliseconds all hooks of one request may run (restart-only).
     pub deadline_ms: u64,
+}
+
+/// Where hook scripts are read from (`hooks.source`), so a fleet can keep its scripts in the
+/// shared database while GitOps users keep files in a repository (docs/hooks.md, "Scripts in
+/// the database").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookSource {
+    /// The hooks directory only: scripts stored in the database are ignored and the API and
+    /// `hooks push` refuse to store more.
+    Files,
+    /// The database only: the directory is neither read nor watched.
+    Database,
+    /// Both: every file of the directory and every script of the database; a script stored in
+    /// the database replaces the file of the same name.
+    #[default]
+    Both,
+}
+
+impl HookSource {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookSource::Files => "files",
+            HookSource::Database => "database",
+            HookSource::Both => "both",
+        }
+    }
+
+    /// Whether scripts of the hooks directory are served.
+    pub fn reads_files(self) -> bool {
+        self != HookSource::Database
+    }
+
+    /// Whether scripts stored in the database are served.
+    pub fn reads_database(self) -> bool {
+        self != HookSource::Files
+    }
 }
 
 /// Per-address rate limits (`[rate_limit]`); 0 turns a limit off.
@@ -260,6 +301,7 @@ impl Default for HookSettings {
     fn default() -> Self {
         HookSettings {
             dir: PathBuf::from("./hooks"),
+            source: HookSource::Both,
             watch: true,
             debounce_ms: 200,
             max_operations: 200_000,

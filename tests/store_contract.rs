@@ -11,8 +11,9 @@ mod pg;
 use provisio::model::{Algorithm, HeaderMode, HookFailure, NewPassword, Space, UiFlags};
 use provisio::secret::hash_secret;
 use provisio::store::{
-    self, AccountUpdate, ConsumeId, DynStore, NewAccount, NewApiKey, NewWizard, NonceCheck,
-    PurgeCounts, PurgeRules, StoreError, StoreResult, TokenState, WizardToken,
+    self, AccountUpdate, ConsumeId, DynStore, HookInstanceReport, NewAccount, NewApiKey,
+    NewHookScript, NewWizard, NonceCheck, PurgeCounts, PurgeRules, StoreError, StoreResult,
+    TokenState, WizardToken,
 };
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -115,6 +116,7 @@ contract_tests!(
     change_feed_notices_other_instances_and_reconnects,
     wizards_round_trip_single_use_and_mint,
     wizard_used_once_under_concurrency,
+    hook_scripts_are_versioned_and_bump_their_topic,
 );
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -3024,4 +3026,166 @@ async fn wizard_used_once_under_concurrency(db: Db) {
             .unwrap();
         assert_eq!(state.is_some(), *won, "visit {i}");
     }
+}
+
+// ---- hook scripts -------------------------------------------------------------------------
+
+/// A hook script version by the command line.
+fn hook(name: &str, source: Option<&str>) -> NewHookScript {
+    NewHookScript {
+        name: name.to_string(),
+        source: source.map(str::to_string),
+        fixtures: None,
+        author: "cli".to_string(),
+        author_account_id: None,
+        comment: None,
+    }
+}
+
+/// Every save is the next version of its name (concurrent saves through two stores
+/// included); a deletion is a version without source, which takes the name out of the live
+/// scripts while its history stays; a batch commits together; every write bumps `hooks`;
+/// instance reports are replaced, listed and forgotten.
+async fn hook_scripts_are_versioned_and_bump_their_topic(db: Db) {
+    let store = db.migrated().await;
+    let other = db.migrated().await;
+    assert!(store.live_hook_scripts().await.unwrap().is_empty());
+    assert!(
+        store
+            .hook_script_versions("default")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let v0 = store.change_version("hooks").await.unwrap();
+    assert!(v0 > 0, "the topic exists");
+    let spaces = store.change_version("spaces").await.unwrap();
+
+    let mut first = hook("default", Some("fn on_config(c, r, a) {}"));
+    first.fixtures = Some("[]".into());
+    first.author = "root@root.example".into();
+    first.author_account_id = Some(7);
+    first.comment = Some("first".into());
+    let saved = store
+        .save_hook_scripts(&[first, hook("policy", Some("fn x() { 1 }"))], T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        saved
+            .iter()
+            .map(|r| (r.name.as_str(), r.version))
+            .collect::<Vec<_>>(),
+        [("default", 1), ("policy", 1)]
+    );
+    assert_eq!(saved[0].author, "root@root.example");
+    assert_eq!(saved[0].author_account_id, Some(7));
+    assert_eq!(saved[0].comment.as_deref(), Some("first"));
+    assert_eq!(saved[0].fixtures.as_deref(), Some("[]"));
+    assert_eq!(saved[0].created_at, T0);
+    let v1 = other.change_version("hooks").await.unwrap();
+    assert!(v1 > v0, "{v0} -> {v1}");
+    assert_eq!(store.change_version("spaces").await.unwrap(), spaces);
+
+    // Concurrent saves of one name through two stores: distinct versions, none lost.
+    let mut set = JoinSet::new();
+    for (i, s) in [store.clone(), other.clone(), store.clone(), other.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        set.spawn(async move {
+            s.save_hook_scripts(&[hook("default", Some(&format!("// {i}")))], T0 + 1)
+                .await
+                .unwrap()[0]
+                .version
+        });
+    }
+    let mut versions = set.join_all().await;
+    versions.sort();
+    assert_eq!(versions, [2, 3, 4, 5]);
+
+    let deleted = other
+        .save_hook_scripts(&[hook("policy", None)], T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (deleted[0].version, deleted[0].source.as_deref()),
+        (2, None)
+    );
+    let live = store.live_hook_scripts().await.unwrap();
+    assert_eq!(
+        live.iter()
+            .map(|r| (r.name.as_str(), r.version))
+            .collect::<Vec<_>>(),
+        [("default", 5)]
+    );
+    let history = store.hook_script_versions("policy").await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|r| (r.version, r.source.is_some()))
+            .collect::<Vec<_>>(),
+        [(2, false), (1, true)],
+        "newest first"
+    );
+    let one = store
+        .hook_script_version("policy", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(one.source.as_deref(), Some("fn x() { 1 }"));
+    assert!(
+        store
+            .hook_script_version("policy", 3)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.change_version("hooks").await.unwrap() > v1);
+
+    // Instance reports: replaced by id, old ones forgotten, deleted on request.
+    let report = |instance: &str, seen_at: i64, text: &str| HookInstanceReport {
+        instance: instance.to_string(),
+        host: "h (pid 1)".to_string(),
+        started_at: T0,
+        seen_at,
+        report: text.to_string(),
+    };
+    let before = store.change_version("hooks").await.unwrap();
+    store
+        .report_hook_instance(&report("a", T0, "{}"), T0 - MINUTE)
+        .await
+        .unwrap();
+    other
+        .report_hook_instance(&report("b", T0, "{}"), T0 - MINUTE)
+        .await
+        .unwrap();
+    store
+        .report_hook_instance(&report("a", T0 + MINUTE, "{\"x\":1}"), T0 - MINUTE)
+        .await
+        .unwrap();
+    let all = other.hook_instances().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (all[0].seen_at, all[0].report.as_str()),
+        (T0 + MINUTE, "{\"x\":1}")
+    );
+    other
+        .report_hook_instance(&report("c", T0 + 2 * MINUTE, "{}"), T0 + MINUTE / 2)
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .hook_instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.instance)
+        .collect();
+    assert_eq!(names, ["a", "c"], "b was silent too long");
+    store.forget_hook_instance("a").await.unwrap();
+    assert_eq!(store.hook_instances().await.unwrap().len(), 1);
+    assert_eq!(
+        store.change_version("hooks").await.unwrap(),
+        before,
+        "reports change no script"
+    );
 }

@@ -62,6 +62,12 @@ pub mod action {
     /// A provisioning e-mail was handed to the SMTP relay (outcome `failed` when the relay
     /// refused it or could not be reached; detail: why).
     pub const PROVISIONING_EMAIL_SENT: &str = "provisioning_email.sent";
+    /// A hook script version was stored (target: the script's name; detail: its version).
+    pub const HOOK_SAVED: &str = "hook.saved";
+    /// A hook script was deleted (a tombstone version).
+    pub const HOOK_DELETED: &str = "hook.deleted";
+    /// An older version of a hook script was made live again as a new version.
+    pub const HOOK_ROLLED_BACK: &str = "hook.rolled_back";
 }
 
 /// Outcome of an event that happened.

@@ -121,7 +121,7 @@ pub enum Command {
     /// Manage API administrators and their keys.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Tools for hook authors.
+    /// Tools for hook authors, and the scripts stored in the database (push, pull).
     #[command(subcommand)]
     Hooks(HooksCommand),
     /// Print the document an account would receive, without a server.
@@ -195,7 +195,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<ExitCode> {
         Command::Account(cmd) => account::run(&settings, cmd).await,
         Command::Token(args) => token::run(&settings, args).await,
         Command::Admin(cmd) => admin::run(&settings, cmd).await,
-        Command::Hooks(cmd) => hooks::run(&settings, cmd),
+        Command::Hooks(cmd) => hooks::run(&settings, cmd).await,
         Command::Render(args) => hooks::render(&settings, args).await,
         Command::Healthcheck { url, timeout } => ops::healthcheck(&settings, url, timeout).await,
         Command::Audit(args) => crate::audit::cli::command(&settings, args).await,

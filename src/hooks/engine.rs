@@ -21,6 +21,7 @@ use rhai::packages::{
 };
 use rhai::{Dynamic, Engine, EvalAltResult, Module, ModuleResolver, Position, Shared};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,75 @@ thread_local! {
     static DEADLINE: Cell<Option<quanta::Instant>> = const { Cell::new(None) };
     static SCRIPT: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
     static LOADING: Cell<bool> = const { Cell::new(false) };
+    static OVERLAY: RefCell<Option<Arc<ModuleOverlay>>> = const { RefCell::new(None) };
+}
+
+/// The modules `import` may resolve while one set is compiled, when that set holds scripts
+/// stored in the database (`super::db`): the database's modules by name (they win over files
+/// of the same name), and whether the hooks directory supplies the others.
+#[derive(Debug, Default)]
+pub struct ModuleOverlay {
+    /// Module name → source, from the database.
+    pub modules: HashMap<String, String>,
+    /// Whether a module the database does not hold is looked for in the hooks directory.
+    pub files: bool,
+}
+
+/// Restores the previous module overlay of this thread when dropped.
+pub struct OverlayGuard(Option<Arc<ModuleOverlay>>);
+
+impl Drop for OverlayGuard {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        OVERLAY.with(|o| *o.borrow_mut() = prev);
+    }
+}
+
+/// Makes `overlay` the modules `import` resolves on this thread (`None`: the hooks directory
+/// alone, as without a database), until the guard drops.
+pub fn enter_overlay(overlay: Option<Arc<ModuleOverlay>>) -> OverlayGuard {
+    OverlayGuard(OVERLAY.with(|o| std::mem::replace(&mut *o.borrow_mut(), overlay)))
+}
+
+/// Where an imported module comes from.
+enum Found {
+    /// The database's source.
+    Memory(String),
+    /// The hooks directory.
+    Files,
+    /// Nowhere: the directory is not read and the database has no such module.
+    Nowhere,
+}
+
+/// Looks a module name up in this thread's overlay.
+fn lookup(name: &str) -> Found {
+    OVERLAY.with(|o| match &*o.borrow() {
+        None => Found::Files,
+        Some(overlay) => match overlay.modules.get(name) {
+            Some(source) => Found::Memory(source.clone()),
+            None if overlay.files => Found::Files,
+            None => Found::Nowhere,
+        },
+    })
+}
+
+/// Compiles a module held in memory, its source named after the module (as the file
+/// resolver names a file's), errors wrapped as the file resolver wraps them.
+fn compile_module(
+    engine: &Engine,
+    name: &str,
+    source: &str,
+    pos: Position,
+) -> Result<rhai::AST, Box<EvalAltResult>> {
+    let mut ast = engine.compile(source).map_err(|e| {
+        Box::new(EvalAltResult::ErrorInModule(
+            name.to_string(),
+            Box::new(e.into()),
+            pos,
+        ))
+    })?;
+    ast.set_source(name);
+    Ok(ast)
 }
 
 /// Restores the previous deadline of this thread when dropped.
@@ -121,7 +191,9 @@ pub fn is_module_name(name: &str) -> bool {
 /// names, only files that really are inside the directory, and only while a set is being
 /// compiled — at request time every import is already embedded in the script's AST
 /// (`compile_into_self_contained`), so a dynamic import path is refused instead of touching
-/// the disk.
+/// the disk. While a set holding database scripts compiles, a module the database holds is
+/// compiled from memory instead ([`ModuleOverlay`]), and with `hooks.source = "database"`
+/// the directory is not looked at.
 struct HooksDirResolver {
     dir: PathBuf,
     inner: FileModuleResolver,
@@ -135,7 +207,8 @@ impl HooksDirResolver {
         HooksDirResolver { dir, inner }
     }
 
-    fn check(&self, path: &str, pos: Position) -> Result<(), Box<EvalAltResult>> {
+    /// Refuses imports outside loading and names that are not plain module names.
+    fn gate(path: &str, pos: Position) -> Result<(), Box<EvalAltResult>> {
         let refuse = |why: String| -> Result<(), Box<EvalAltResult>> {
             Err(Box::new(EvalAltResult::ErrorRuntime(why.into(), pos)))
         };
@@ -151,6 +224,14 @@ impl HooksDirResolver {
                  plain name (letters, digits, '_' and '-'; no path, no extension)"
             ));
         }
+        Ok(())
+    }
+
+    /// Checks that the module file is really inside the hooks directory.
+    fn check(&self, path: &str, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        let refuse = |why: String| -> Result<(), Box<EvalAltResult>> {
+            Err(Box::new(EvalAltResult::ErrorRuntime(why.into(), pos)))
+        };
         // Canonical now, not at start: the directory may have been created since.
         let dir = self.dir.canonicalize().unwrap_or_else(|_| self.dir.clone());
         let file = dir.join(format!("{path}.rhai"));
@@ -175,9 +256,26 @@ impl ModuleResolver for HooksDirResolver {
         path: &str,
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
-        self.check(path, pos)?;
-        // No source path: relative names resolve against the hooks directory only.
-        self.inner.resolve(engine, None, path, pos)
+        Self::gate(path, pos)?;
+        match lookup(path) {
+            Found::Memory(source) => {
+                let ast = compile_module(engine, path, &source, pos)?;
+                let module =
+                    Module::eval_ast_as_new(rhai::Scope::new(), &ast, engine).map_err(|err| {
+                        Box::new(EvalAltResult::ErrorInModule(path.to_string(), err, pos))
+                    })?;
+                Ok(module.into())
+            }
+            Found::Files => {
+                self.check(path, pos)?;
+                // No source path: relative names resolve against the hooks directory only.
+                self.inner.resolve(engine, None, path, pos)
+            }
+            Found::Nowhere => Err(Box::new(EvalAltResult::ErrorModuleNotFound(
+                path.to_string(),
+                pos,
+            ))),
+        }
     }
 
     fn resolve_ast(
@@ -187,10 +285,22 @@ impl ModuleResolver for HooksDirResolver {
         path: &str,
         pos: Position,
     ) -> Option<Result<rhai::AST, Box<EvalAltResult>>> {
-        if let Err(e) = self.check(path, pos) {
+        if let Err(e) = Self::gate(path, pos) {
             return Some(Err(e));
         }
-        self.inner.resolve_ast(engine, None, path, pos)
+        match lookup(path) {
+            Found::Memory(source) => Some(compile_module(engine, path, &source, pos)),
+            Found::Files => {
+                if let Err(e) = self.check(path, pos) {
+                    return Some(Err(e));
+                }
+                self.inner.resolve_ast(engine, None, path, pos)
+            }
+            Found::Nowhere => Some(Err(Box::new(EvalAltResult::ErrorModuleNotFound(
+                path.to_string(),
+                pos,
+            )))),
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //!   `deny`, `log_*`);
 //! - [`set`] compiles a directory into a [`set::HookSet`] and formats errors as `file:line`;
 //! - `reload` watches the directory and swaps sets atomically;
+//! - [`db`] keeps the scripts stored in the database live on every instance, validates a
+//!   script before it is stored, and reports what each instance serves;
 //! - [`tools`] backs `provisio hooks check|test` and fixture rendering.
 //!
 //! **Order of execution** for one request: the scripts are `default.rhai`, then
@@ -21,6 +23,7 @@
 //! `skip`, serves the document without that script's changes.
 
 pub mod api;
+pub mod db;
 pub mod engine;
 mod reload;
 pub mod set;
@@ -28,7 +31,7 @@ pub mod tools;
 
 pub use reload::WatchGuard;
 
-use crate::config::HookSettings;
+use crate::config::{HookSettings, HookSource};
 use crate::error::AppError;
 use crate::lpconfig::Config;
 use crate::model::{Account, HookFailure, Password, Space, iso_time, now_ms};
@@ -38,7 +41,7 @@ use api::{ConfigHandle, DenyToken, Doc, SectionHandle, SharedDoc};
 use arc_swap::ArcSwap;
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Scope};
 use serde::Serialize;
-use set::{Bound, FileReport, HookSet, Script};
+use set::{Bound, FileReport, HookSet, Script, StoredScript};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -86,8 +89,14 @@ struct ReloadState {
 /// What an operator needs to know about the live scripts (served as JSON on an admin route).
 #[derive(Debug, Clone, Serialize)]
 pub struct HookStatus {
+    /// This instance's id (its row in the fleet's status).
+    pub instance: String,
+    /// `hooks.source`: `files`, `database` or `both`.
+    pub source: &'static str,
     /// The hooks directory.
     pub dir: String,
+    /// The database's `hooks` change version the live set reflects (0: never read).
+    pub database_version: i64,
     /// Whether a watcher is reloading on change.
     pub watching: bool,
     /// The live scripts and modules, with the hooks each defines.
@@ -109,8 +118,15 @@ pub struct HookStatus {
 
 /// The live set of compiled scripts, with the engine that runs them.
 pub struct Hooks {
-    engine: Engine,
+    engine: Arc<Engine>,
     settings: HookSettings,
+    /// The live scripts of the database, as last read (merged with the files at each
+    /// reload, per `hooks.source`).
+    database: ArcSwap<db::DatabaseScripts>,
+    /// Database refreshes run one at a time.
+    db_refresh: tokio::sync::Mutex<()>,
+    /// Who this process is in the fleet's status.
+    instance: db::Instance,
     dir: PathBuf,
     current: ArcSwap<HookSet>,
     state: Mutex<ReloadState>,
@@ -198,22 +214,64 @@ impl Hooks {
     /// an error naming `file:line` (the server refuses to start on it); a missing directory is
     /// an empty set and a warning.
     pub fn load(settings: &HookSettings) -> anyhow::Result<Hooks> {
+        Hooks::load_with(settings, db::DatabaseScripts::default())
+    }
+
+    /// [`Hooks::load`] with the scripts read from the database (served per `hooks.source`).
+    pub fn load_with(
+        settings: &HookSettings,
+        database: db::DatabaseScripts,
+    ) -> anyhow::Result<Hooks> {
         let dir = settings.dir.clone();
-        if !dir.exists() {
+        if settings.source.reads_files() && !dir.exists() {
             tracing::warn!(dir = %dir.display(), "hooks directory does not exist: no hook scripts");
         }
         let engine = engine::new_engine(settings, &dir);
-        let compiled = set::compile_dir(&engine, &dir)
+        let sources = sources_for(settings, &database.scripts)
             .with_context(|| format!("reading hooks directory {}", dir.display()))?;
+        let compiled = set::compile_sources(&engine, sources);
         let errors = compiled.errors();
         let Some(set) = compiled.set else {
             anyhow::bail!("hook scripts do not compile:\n  {}", errors.join("\n  "));
         };
         log_loaded(&set, "hook scripts loaded");
-        Ok(Hooks {
+        Ok(Hooks::assemble(
+            settings,
+            Arc::new(engine),
+            set,
+            database,
+            db::Instance::new(),
+        ))
+    }
+
+    /// An engine with no script live, to validate sets with ([`Hooks::check_candidate`]:
+    /// `provisio hooks push`), whatever the live scripts are.
+    pub fn validator(settings: &HookSettings) -> Hooks {
+        let engine = engine::new_engine(settings, &settings.dir);
+        Hooks::assemble(
+            settings,
+            Arc::new(engine),
+            HookSet::default(),
+            db::DatabaseScripts::default(),
+            db::Instance::new(),
+        )
+    }
+
+    /// A healthy [`Hooks`] serving `set`.
+    fn assemble(
+        settings: &HookSettings,
+        engine: Arc<Engine>,
+        set: HookSet,
+        database: db::DatabaseScripts,
+        instance: db::Instance,
+    ) -> Hooks {
+        Hooks {
             engine,
             settings: settings.clone(),
-            dir,
+            database: ArcSwap::from_pointee(database),
+            db_refresh: tokio::sync::Mutex::new(()),
+            instance,
+            dir: settings.dir.clone(),
             current: ArcSwap::from_pointee(set),
             state: Mutex::new(ReloadState {
                 healthy: true,
@@ -222,7 +280,7 @@ impl Hooks {
             reload_lock: Mutex::new(()),
             watchers: AtomicUsize::new(0),
             space_maps: SpaceMaps::default(),
-        })
+        }
     }
 
     /// The hooks directory this set is read from.
@@ -417,7 +475,8 @@ impl Hooks {
             .reload_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let sources = match set::read_sources(&self.dir) {
+        let database = self.database.load_full();
+        let sources = match sources_for(&self.settings, &database.scripts) {
             Ok(sources) => sources,
             Err(e) => {
                 let error = format!("{}: cannot read the directory: {e}", self.dir.display());
@@ -495,7 +554,10 @@ impl Hooks {
         let set = self.current.load();
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         HookStatus {
+            instance: self.instance.id.clone(),
+            source: self.settings.source.as_str(),
             dir: self.dir.display().to_string(),
+            database_version: self.database.load().version,
             watching: self.watchers.load(Ordering::Relaxed) > 0,
             scripts: set.files.clone(),
             loaded_at: iso_time(set.loaded_at),
@@ -506,6 +568,19 @@ impl Hooks {
             up_to_date: state.healthy,
         }
     }
+}
+
+/// The scripts to compile under `hooks.source`: the directory's, the database's, or both
+/// (the database's replacing files of the same name).
+fn sources_for(
+    settings: &HookSettings,
+    database: &[StoredScript],
+) -> std::io::Result<set::Sources> {
+    Ok(match settings.source {
+        HookSource::Files => set::read_sources(&settings.dir)?,
+        HookSource::Both => set::merge(Some(set::read_sources(&settings.dir)?), database),
+        HookSource::Database => set::merge(None, database),
+    })
 }
 
 fn log_loaded(set: &HookSet, what: &str) {

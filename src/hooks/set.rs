@@ -10,7 +10,10 @@
 //!
 //! Hidden files (editor swap and backup files start with `.`) are ignored.
 
-use super::engine::{LOAD_DEADLINE, enter_deadline, enter_loading, enter_script, is_module_name};
+use super::engine::{
+    LOAD_DEADLINE, ModuleOverlay, enter_deadline, enter_loading, enter_overlay, enter_script,
+    is_module_name,
+};
 use rhai::{AST, Engine, EvalAltResult, Position, Scope};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -148,19 +151,35 @@ pub struct HookSet {
 /// SHA-256 of a directory's script names and sources (see [`Sources::digest`]).
 pub type Digest = [u8; 32];
 
-/// One script file as read from the directory.
+/// Where a live script comes from (`hooks.source`, docs/hooks.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The hooks directory.
+    Files,
+    /// The database (`hook_scripts`), at a version.
+    Database,
+}
+
+/// One script as read from the directory or the database.
 #[derive(Debug)]
 pub struct Source {
-    /// File name (`default.rhai`).
+    /// File name (`default.rhai`; a database script is named as its file would be).
     pub name: String,
     /// What the file is.
     pub kind: FileKind,
     /// Its text, or why it could not be read.
     pub text: Result<String, String>,
+    /// Where it comes from.
+    pub origin: Origin,
+    /// The database version, for a database script.
+    pub version: Option<i64>,
+    /// A database script that replaces a file of the same name.
+    pub overrides_file: bool,
 }
 
-/// Every script of a directory, read once: what a reload compares (by digest) before it
-/// compiles anything.
+/// Every script of a directory (and of the database), read once: what a reload compares (by
+/// digest) before it compiles anything.
 #[derive(Debug)]
 pub struct Sources {
     /// The files, sorted by name.
@@ -168,19 +187,73 @@ pub struct Sources {
     /// SHA-256 over each file's name and text (length-prefixed, so no two different sets
     /// hash alike by shifting bytes between names and texts).
     pub digest: Digest,
+    /// Whether modules the database does not hold are imported from the hooks directory
+    /// (false with `hooks.source = "database"`).
+    pub files_modules: bool,
 }
 
-/// Reads every script of a directory (sorted by name) and hashes names and texts. A missing
-/// directory is an empty set.
-pub fn read_sources(dir: &Path) -> std::io::Result<Sources> {
+/// One live script of the database, as [`merge`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredScript {
+    /// Its name (`default`, a module, a domain): the file name without `.rhai`.
+    pub name: String,
+    /// Its version.
+    pub version: i64,
+    /// Its source.
+    pub source: String,
+}
+
+/// The scripts one instance serves: the directory's (`files`, when read) and the database's;
+/// a database script replaces the file of the same name. Names that are no script name
+/// (which the API and `hooks push` never store) are skipped.
+pub fn merge(files: Option<Sources>, database: &[StoredScript]) -> Sources {
+    let files_modules = files.is_some();
+    let mut by_name: std::collections::BTreeMap<String, Source> = files
+        .map(|f| f.files)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    for script in database {
+        let name = format!("{}.rhai", script.name);
+        let Some(kind) = classify(&name) else {
+            continue;
+        };
+        let overrides_file = by_name.contains_key(&name);
+        by_name.insert(
+            name.clone(),
+            Source {
+                name,
+                kind,
+                text: Ok(script.source.clone()),
+                origin: Origin::Database,
+                version: Some(script.version),
+                overrides_file,
+            },
+        );
+    }
+    let files: Vec<Source> = by_name.into_values().collect();
+    Sources {
+        digest: digest_of(&files),
+        files,
+        files_modules,
+    }
+}
+
+/// SHA-256 over each script's name, origin and text (length-prefixed).
+fn digest_of(files: &[Source]) -> Digest {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
-    let mut files = Vec::new();
-    for (name, path, kind) in list(dir)? {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: cannot read: {e}"));
-        hasher.update((name.len() as u64).to_le_bytes());
-        hasher.update(name.as_bytes());
-        match &text {
+    for f in files {
+        hasher.update((f.name.len() as u64).to_le_bytes());
+        hasher.update(f.name.as_bytes());
+        if f.origin == Origin::Database {
+            // Files hash exactly as they did before the database existed.
+            hasher.update([2]);
+            hasher.update(f.version.unwrap_or(0).to_le_bytes());
+            hasher.update([u8::from(f.overrides_file)]);
+        }
+        match &f.text {
             Ok(t) => {
                 hasher.update([1]);
                 hasher.update((t.len() as u64).to_le_bytes());
@@ -192,11 +265,29 @@ pub fn read_sources(dir: &Path) -> std::io::Result<Sources> {
                 hasher.update(e.as_bytes());
             }
         }
-        files.push(Source { name, kind, text });
+    }
+    hasher.finalize().into()
+}
+
+/// Reads every script of a directory (sorted by name) and hashes names and texts. A missing
+/// directory is an empty set.
+pub fn read_sources(dir: &Path) -> std::io::Result<Sources> {
+    let mut files = Vec::new();
+    for (name, path, kind) in list(dir)? {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: cannot read: {e}"));
+        files.push(Source {
+            name,
+            kind,
+            text,
+            origin: Origin::Files,
+            version: None,
+            overrides_file: false,
+        });
     }
     Ok(Sources {
+        digest: digest_of(&files),
         files,
-        digest: hasher.finalize().into(),
+        files_modules: true,
     })
 }
 
@@ -234,6 +325,15 @@ pub struct FileReport {
     /// Why the file did not compile (`file:line:col: message`), if it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `files` or `database`.
+    pub origin: Origin,
+    /// The database version served (database scripts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// A database script that replaces the hooks directory's file of the same name
+    /// (`hooks.source = "both"`: the database wins).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub overrides_file: bool,
 }
 
 /// Everything a compile pass found: per-file reports and, if all compiled, the set.
@@ -479,13 +579,42 @@ pub fn compile_sources(engine: &Engine, sources: Sources) -> Compiled {
         ..HookSet::default()
     };
     let _loading = enter_loading();
-    for Source { name, kind, text } in sources.files {
+    // Database modules are imported from memory; without any (and with the directory read),
+    // imports resolve exactly as they always did.
+    let modules: HashMap<String, String> = sources
+        .files
+        .iter()
+        .filter(|s| s.origin == Origin::Database && s.kind == FileKind::Module)
+        .filter_map(|s| {
+            let text = s.text.as_ref().ok()?;
+            Some((s.name.trim_end_matches(".rhai").to_string(), text.clone()))
+        })
+        .collect();
+    let overlay = (!modules.is_empty() || !sources.files_modules).then(|| {
+        Arc::new(ModuleOverlay {
+            modules,
+            files: sources.files_modules,
+        })
+    });
+    let _overlay = enter_overlay(overlay);
+    for Source {
+        name,
+        kind,
+        text,
+        origin,
+        version,
+        overrides_file,
+    } in sources.files
+    {
         let mut report = FileReport {
             file: name.clone(),
             kind: kind.clone(),
             hooks: Vec::new(),
             warnings: Vec::new(),
             error: None,
+            origin,
+            version,
+            overrides_file,
         };
         let source = match text {
             Ok(s) => s,
@@ -642,5 +771,84 @@ mod tests {
         assert_eq!(fn_line(src, "on_proxy"), Some(6));
         assert_eq!(fn_line(src, "on_auth_info"), None);
         assert_eq!(fn_line(src, "help"), None);
+    }
+
+    fn stored(name: &str, version: i64, source: &str) -> StoredScript {
+        StoredScript {
+            name: name.into(),
+            version,
+            source: source.into(),
+        }
+    }
+
+    /// The database wins over a file of the same name; imports resolve a database module
+    /// first, then the directory's (unless the directory is not read).
+    #[test]
+    fn merged_sets_and_their_imports() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook =
+            "fn on_config(config, request, account) { config.section(\"x\").set(\"v\", m::V); }\n";
+        std::fs::write(dir.path().join("m.rhai"), "export const V = \"file\";\n").unwrap();
+        std::fs::write(
+            dir.path().join("default.rhai"),
+            format!("import \"m\" as m;\n{hook}"),
+        )
+        .unwrap();
+        let settings = crate::config::HookSettings {
+            dir: dir.path().to_path_buf(),
+            ..crate::config::HookSettings::default()
+        };
+        let engine = super::super::engine::new_engine(&settings, dir.path());
+        let files = || Some(read_sources(dir.path()).unwrap());
+
+        // Nothing stored: exactly the directory, digest included.
+        let plain = merge(files(), &[]);
+        assert_eq!(plain.digest, read_sources(dir.path()).unwrap().digest);
+        assert!(compile_sources(&engine, plain).set.is_some());
+
+        // A stored space script imports the directory's module; a stored default replaces
+        // the file.
+        let space = stored("a.example", 3, &format!("import \"m\" as m;\n{hook}"));
+        let both = merge(
+            files(),
+            &[
+                stored("default", 1, "fn on_config(c, r, a) {}"),
+                space.clone(),
+            ],
+        );
+        let reports: Vec<_> = both
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.origin, f.version, f.overrides_file))
+            .collect();
+        assert_eq!(
+            reports,
+            [
+                ("a.example.rhai", Origin::Database, Some(3), false),
+                ("default.rhai", Origin::Database, Some(1), true),
+                ("m.rhai", Origin::Files, None, false),
+            ]
+        );
+        let compiled = compile_sources(&engine, both);
+        assert!(compiled.set.is_some(), "{:?}", compiled.errors());
+
+        // A stored module replaces the file's for every importer.
+        let with_module = merge(files(), &[stored("m", 2, "export const V = \"db\";\n")]);
+        let set = compile_sources(&engine, with_module).set.unwrap();
+        assert!(set.default.is_some());
+        // Without the directory, its module is nowhere.
+        let alone = compile_sources(&engine, merge(None, std::slice::from_ref(&space)));
+        let errors = alone.errors().join("\n");
+        assert!(
+            errors.contains("a.example.rhai") && errors.contains("not found"),
+            "{errors}"
+        );
+        // A stored module is enough.
+        let alone = merge(None, &[space, stored("m", 1, "export const V = \"db\";\n")]);
+        assert!(compile_sources(&engine, alone).set.is_some());
+        // The digest follows the stored version.
+        let d1 = merge(files(), &[stored("default", 1, "fn on_config(c, r, a) {}")]).digest;
+        let d2 = merge(files(), &[stored("default", 2, "fn on_config(c, r, a) {}")]).digest;
+        assert_ne!(d1, d2);
     }
 }

@@ -183,9 +183,15 @@ impl Fixture {
         let path = case_dir.join(FIXTURE_FILE);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        figment::Figment::from(Toml::string(&text))
+        Fixture::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses the text of a `fixture.toml` (a fixture stored in the database has the same
+    /// text); the error names the line and column, or the key, at fault.
+    pub fn parse(text: &str) -> Result<Fixture, String> {
+        figment::Figment::from(Toml::string(text))
             .extract()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+            .map_err(|e| e.to_string())
     }
 
     /// The space.
@@ -355,8 +361,10 @@ pub fn test_dir(
     bless: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
+    // The directory alone, whatever `hooks.source` says: this tests the files.
     let settings = HookSettings {
         dir: dir.to_path_buf(),
+        source: crate::config::HookSource::Files,
         ..settings.clone()
     };
     let hooks = match Hooks::load(&settings) {
@@ -429,25 +437,63 @@ fn list_cases(fixtures: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(cases)
 }
 
+/// Judges a refusal (or a served document) against a fixture's `expect_status` and
+/// `expect_message`; `None` when the fixture expects a document.
+fn judge_status(fixture: &Fixture, rendered: &Result<String, AppError>) -> Option<CaseResult> {
+    let status = fixture.expect_status?;
+    Some(match rendered {
+        Ok(_) => CaseResult::Fail(format!(
+            "expected status {status}, but the document was served"
+        )),
+        Err(e) if e.status() != status => {
+            CaseResult::Fail(format!("expected status {status}, got {}: {e}", e.status()))
+        }
+        Err(e) => match &fixture.expect_message {
+            Some(m) if *m != e.public_message() => CaseResult::Fail(format!(
+                "expected message {m:?}, got {:?}",
+                e.public_message()
+            )),
+            _ => CaseResult::Pass,
+        },
+    })
+}
+
+/// Runs one fixture given as text (a fixture stored in the database: its `fixture.toml` and,
+/// unless it expects a status, its `expected.xml`) with `hooks`, as `hooks test` runs a case.
+/// `Err` says why it fails (a diff, or the script's error with file, line and column).
+pub fn check_fixture(
+    fixture: &Fixture,
+    expected: Option<&str>,
+    hooks: &Hooks,
+) -> Result<(), String> {
+    let rendered = render_fixture(fixture, hooks);
+    if let Some(judged) = judge_status(fixture, &rendered) {
+        return match judged {
+            CaseResult::Fail(why) => Err(why),
+            _ => Ok(()),
+        };
+    }
+    let xml =
+        rendered.map_err(|e| format!("expected a document, got status {}: {e}", e.status()))?;
+    let actual = xml::parse(&xml).map_err(|e| format!("rendered XML does not parse: {e}"))?;
+    let Some(text) = expected else {
+        return Err(format!("no {EXPECTED_FILE} to compare the document with"));
+    };
+    let expected = xml::parse(text).map_err(|e| format!("{EXPECTED_FILE} does not parse: {e}"))?;
+    if expected == actual {
+        return Ok(());
+    }
+    Err(format!(
+        "document differs from {EXPECTED_FILE} (- expected, + actual; one line per entry):\n{}",
+        diff(&lines(&expected), &lines(&actual))
+    ))
+}
+
 fn run_case(case: &Path, hooks: &Hooks, bless: bool) -> anyhow::Result<CaseResult> {
     let fixture = Fixture::load(case)?;
     let rendered = render_fixture(&fixture, hooks);
-    if let Some(status) = fixture.expect_status {
-        return Ok(match rendered {
-            Ok(_) => CaseResult::Fail(format!(
-                "expected status {status}, but the document was served"
-            )),
-            Err(e) if e.status() != status => {
-                CaseResult::Fail(format!("expected status {status}, got {}: {e}", e.status()))
-            }
-            Err(e) => match &fixture.expect_message {
-                Some(m) if *m != e.public_message() => CaseResult::Fail(format!(
-                    "expected message {m:?}, got {:?}",
-                    e.public_message()
-                )),
-                _ => CaseResult::Pass,
-            },
-        });
+    if let Some(judged) = judge_status(&fixture, &rendered) {
+        return Ok(judged);
     }
     let xml = match rendered {
         Ok(xml) => xml,

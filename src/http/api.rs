@@ -55,6 +55,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/spaces/{domain}"),
     ("DELETE", "/api/spaces/{domain}"),
     ("GET", "/api/hooks/status"),
+    ("GET", "/api/hooks"),
+    ("GET", "/api/hooks/{name}"),
+    ("PUT", "/api/hooks/{name}"),
+    ("DELETE", "/api/hooks/{name}"),
+    ("GET", "/api/hooks/{name}/versions"),
+    ("GET", "/api/hooks/{name}/versions/{version}"),
+    ("POST", "/api/hooks/{name}/rollback/{version}"),
     ("GET", "/api/audit"),
     ("POST", "/api/wizard"),
 ];
@@ -225,7 +232,9 @@ pub fn routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(audit(state.clone()))
         .unify()
-        .or(wizards(state))
+        .or(wizards(state.clone()))
+        .unify()
+        .or(hooks(state))
         .unify()
         .boxed()
 }
@@ -282,6 +291,121 @@ fn hooks_status(state: AppState) -> BoxedFilter<(Response,)> {
         .then(|state: AppState, req: RequestInfo| async move {
             render("/api/hooks/status", api::hooks::status(&state, &req).await)
         })
+        .boxed()
+}
+
+/// Hook scripts stored in the database (admins; `GET /api/hooks/status` is matched first).
+fn hooks(state: AppState) -> BoxedFilter<(Response,)> {
+    // GET /api/hooks
+    let list = warp::path!("api" / "hooks")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(info("/api/hooks"))
+        .then(|state: AppState, req: RequestInfo| async move {
+            render("/api/hooks", api::hooks::list(&state, &req).await)
+        });
+    // GET /api/hooks/{name}
+    let show = warp::path!("api" / "hooks" / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(info("/api/hooks/{name}"))
+        .then(
+            |name: String, state: AppState, req: RequestInfo| async move {
+                render(
+                    "/api/hooks/{name}",
+                    api::hooks::show(&state, &req, &name).await,
+                )
+            },
+        );
+    // PUT /api/hooks/{name}
+    let save = warp::path!("api" / "hooks" / String)
+        .and(warp::put())
+        .and(with_state(state.clone()))
+        .and(info("/api/hooks/{name}"))
+        .and(body())
+        .then(
+            |name: String, state: AppState, req: RequestInfo, stream: BodyStream| async move {
+                match read_body(stream, &req).await {
+                    Ok(body) => render(
+                        "/api/hooks/{name}",
+                        api::hooks::save(&state, &req, &name, body).await,
+                    ),
+                    Err(resp) => resp,
+                }
+            },
+        );
+    // DELETE /api/hooks/{name}
+    let delete = warp::path!("api" / "hooks" / String)
+        .and(warp::delete())
+        .and(with_state(state.clone()))
+        .and(info("/api/hooks/{name}"))
+        .then(
+            |name: String, state: AppState, req: RequestInfo| async move {
+                render(
+                    "/api/hooks/{name}",
+                    api::hooks::delete(&state, &req, &name).await,
+                )
+            },
+        );
+    // GET /api/hooks/{name}/versions
+    let versions = warp::path!("api" / "hooks" / String / "versions")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(info("/api/hooks/{name}/versions"))
+        .then(
+            |name: String, state: AppState, req: RequestInfo| async move {
+                render(
+                    "/api/hooks/{name}/versions",
+                    api::hooks::versions(&state, &req, &name).await,
+                )
+            },
+        );
+    // GET /api/hooks/{name}/versions/{version}
+    let version = warp::path!("api" / "hooks" / String / "versions" / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(info("/api/hooks/{name}/versions/{version}"))
+        .then(
+            |name: String, version: String, state: AppState, req: RequestInfo| async move {
+                render(
+                    "/api/hooks/{name}/versions/{version}",
+                    api::hooks::version(&state, &req, &name, &version).await,
+                )
+            },
+        );
+    // POST /api/hooks/{name}/rollback/{version}
+    let rollback = warp::path!("api" / "hooks" / String / "rollback" / String)
+        .and(warp::post())
+        .and(with_state(state))
+        .and(info("/api/hooks/{name}/rollback/{version}"))
+        .and(body())
+        .then(
+            |name: String,
+             version: String,
+             state: AppState,
+             req: RequestInfo,
+             stream: BodyStream| async move {
+                match read_body(stream, &req).await {
+                    Ok(body) => render(
+                        "/api/hooks/{name}/rollback/{version}",
+                        api::hooks::rollback(&state, &req, &name, &version, body).await,
+                    ),
+                    Err(resp) => resp,
+                }
+            },
+        );
+    list.or(show)
+        .unify()
+        .or(save)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(versions)
+        .unify()
+        .or(version)
+        .unify()
+        .or(rollback)
+        .unify()
         .boxed()
 }
 

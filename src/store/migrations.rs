@@ -27,6 +27,10 @@ pub const SQLITE: &[(&str, &str)] = &[
         "V5__wizards",
         include_str!("../../schema/sqlite/V5__wizards.sql"),
     ),
+    (
+        "V6__hook_scripts",
+        include_str!("../../schema/sqlite/V6__hook_scripts.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, in order: (name, SQL).
@@ -50,6 +54,10 @@ pub const POSTGRES: &[(&str, &str)] = &[
     (
         "V5__wizards",
         include_str!("../../schema/postgres/V5__wizards.sql"),
+    ),
+    (
+        "V6__hook_scripts",
+        include_str!("../../schema/postgres/V6__hook_scripts.sql"),
     ),
 ];
 

@@ -36,6 +36,13 @@ macro_rules! audit_insert_columns {
     };
 }
 
+/// Columns of `hook_scripts` but its id, in the order both backends read them.
+macro_rules! hook_script_columns {
+    () => {
+        "name, version, source, fixtures, author, author_account_id, comment, created_at"
+    };
+}
+
 /// The columns of [`AccountBundle`] for PostgreSQL: the account `a` (as
 /// [`account_columns!`]), its dictionary and its passwords as parallel arrays (NULL when
 /// empty) from the lateral joins of [`pg_bundle_joins!`], so a token, a key or an identity
@@ -349,7 +356,8 @@ impl PurgeCounts {
 /// notices may have been lost (the feed (re)connected): reload everything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// What changed: `"spaces"` (issue 11 adds hook scripts), or `"*"` for everything.
+    /// What changed: `"spaces"`, `"hooks"` (the hook scripts stored in the database), or
+    /// `"*"` for everything.
     pub topic: String,
     /// The topic's version after the change (as [`Store::change_version`] reads it); -1 for `*`.
     pub version: i64,
@@ -358,6 +366,8 @@ pub struct Change {
 impl Change {
     /// The topic of every table whose rows the `spaces` snapshot holds.
     pub const SPACES: &'static str = "spaces";
+    /// The topic of the hook scripts stored in the database (`hook_scripts`).
+    pub const HOOKS: &'static str = "hooks";
     /// The topic meaning "anything may have changed".
     pub const ALL: &'static str = "*";
 
@@ -420,6 +430,61 @@ pub struct AuditQuery {
     pub since: Option<i64>,
     /// At most this many.
     pub limit: i64,
+}
+
+/// One version of a hook script as stored (`hook_scripts`, migration V6): every save, rollback
+/// and deletion is a new version, nothing is overwritten.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HookScriptRecord {
+    /// `default`, a module name, or a space's domain.
+    pub name: String,
+    /// 1, 2, 3… per name.
+    pub version: i64,
+    /// The script; `None` for a deletion (tombstone).
+    pub source: Option<String>,
+    /// The fixtures stored beside it (JSON array, see `crate::hooks::db::StoredFixture`).
+    pub fixtures: Option<String>,
+    /// `user@domain` of the account that saved it, or `cli`.
+    pub author: String,
+    /// That account's id.
+    pub author_account_id: Option<i64>,
+    /// Why it was saved.
+    pub comment: Option<String>,
+    /// When (unix ms).
+    pub created_at: i64,
+}
+
+/// A hook script version about to be stored; the store numbers it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewHookScript {
+    /// The script's name.
+    pub name: String,
+    /// Its source; `None` records a deletion.
+    pub source: Option<String>,
+    /// Its fixtures (JSON array), if any.
+    pub fixtures: Option<String>,
+    /// `user@domain` or `cli`.
+    pub author: String,
+    /// The saving account's id.
+    pub author_account_id: Option<i64>,
+    /// Why.
+    pub comment: Option<String>,
+}
+
+/// What one running instance last reported about the hook scripts it serves
+/// (`hook_instances`), for the fleet's status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HookInstanceReport {
+    /// Random id of the process.
+    pub instance: String,
+    /// Host name and process id.
+    pub host: String,
+    /// When the process started (unix ms).
+    pub started_at: i64,
+    /// When it last reported (unix ms).
+    pub seen_at: i64,
+    /// What it serves (JSON, see `crate::hooks::db`).
+    pub report: String,
 }
 
 /// The latest document delivered to an account: the device inventory of the account JSON.
@@ -532,7 +597,7 @@ pub trait Store: Send + Sync {
 
     // ---- change feed (src/store/changes.rs) -------------------------------------------------
 
-    /// Current version of a change topic (`"spaces"`; issue 11 adds hook scripts): cheap, one
+    /// Current version of a change topic (`"spaces"`, `"hooks"`): cheap, one
     /// indexed read, for the periodic coherence check. Every committed write of the topic's
     /// rows, by any process, increases it (in the writer's transaction). 0 for a topic the
     /// schema does not know. Read it *before* loading the data, so a change in between is
@@ -823,6 +888,38 @@ pub trait Store: Send + Sync {
             .await?;
         Ok(counts.total())
     }
+
+    // ---- hook scripts (src/hooks/db.rs, migration V6) ---------------------------------------
+
+    /// The live version of every script: each name's newest version, unless it is a deletion;
+    /// by name.
+    async fn live_hook_scripts(&self) -> StoreResult<Vec<HookScriptRecord>>;
+    /// Every version of one script, newest first (empty when it never existed).
+    async fn hook_script_versions(&self, name: &str) -> StoreResult<Vec<HookScriptRecord>>;
+    /// One version of one script.
+    async fn hook_script_version(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> StoreResult<Option<HookScriptRecord>>;
+    /// Stores each script as the next version of its name, all in one transaction (a push of
+    /// several scripts goes live together or not at all); returns them as stored, numbered.
+    async fn save_hook_scripts(
+        &self,
+        scripts: &[NewHookScript],
+        now: i64,
+    ) -> StoreResult<Vec<HookScriptRecord>>;
+    /// Writes an instance's report (replacing its previous one) and deletes the reports of
+    /// instances silent since `forget_before` (unix ms).
+    async fn report_hook_instance(
+        &self,
+        report: &HookInstanceReport,
+        forget_before: i64,
+    ) -> StoreResult<()>;
+    /// Deletes an instance's report (it stops).
+    async fn forget_hook_instance(&self, instance: &str) -> StoreResult<()>;
+    /// Every instance's latest report, by instance id.
+    async fn hook_instances(&self) -> StoreResult<Vec<HookInstanceReport>>;
 }
 
 /// Opens the store a database URL names: `postgres://…`/`postgresql://…` for PostgreSQL,

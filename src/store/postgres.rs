@@ -15,8 +15,9 @@ use super::pg_tls::{self, MakeRustlsConnect, TlsOptions};
 use super::sqlite::apply_account_update;
 use super::{
     AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuditEvent, AuditQuery, AuthTokenState,
-    Change, ConsumeId, LastProvisioned, NewAccount, NewApiKey, NewWizard, NonceCheck, PurgeCounts,
-    PurgeRules, Store, StoreError, StoreResult, TokenState, Wizard, WizardToken,
+    Change, ConsumeId, HookInstanceReport, HookScriptRecord, LastProvisioned, NewAccount,
+    NewApiKey, NewHookScript, NewWizard, NonceCheck, PurgeCounts, PurgeRules, Store, StoreError,
+    StoreResult, TokenState, Wizard, WizardToken,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::{Context as _, anyhow};
@@ -1639,6 +1640,189 @@ impl Store for PostgresStore {
             audit_events,
         })
     }
+
+    // ---- hook scripts ---------------------------------------------------------------------
+
+    async fn live_hook_scripts(&self) -> StoreResult<Vec<HookScriptRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                hook_script_columns!(),
+                " FROM hook_scripts h WHERE h.source IS NOT NULL AND h.version = ",
+                "(SELECT MAX(version) FROM hook_scripts WHERE name = h.name) ORDER BY h.name"
+            ))
+            .await?;
+        client
+            .query(&stmt, &[])
+            .await?
+            .iter()
+            .map(hook_script_from_row)
+            .collect()
+    }
+
+    async fn hook_script_versions(&self, name: &str) -> StoreResult<Vec<HookScriptRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                hook_script_columns!(),
+                " FROM hook_scripts WHERE name = $1 ORDER BY version DESC"
+            ))
+            .await?;
+        client
+            .query(&stmt, &[&name])
+            .await?
+            .iter()
+            .map(hook_script_from_row)
+            .collect()
+    }
+
+    async fn hook_script_version(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> StoreResult<Option<HookScriptRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                hook_script_columns!(),
+                " FROM hook_scripts WHERE name = $1 AND version = $2"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&name, &version])
+            .await?
+            .as_ref()
+            .map(hook_script_from_row)
+            .transpose()
+    }
+
+    async fn save_hook_scripts(
+        &self,
+        scripts: &[NewHookScript],
+        now: i64,
+    ) -> StoreResult<Vec<HookScriptRecord>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Saves are serialised per schema (they are rare): two instances saving the same name
+        // at once each get their own next version instead of a unique violation.
+        let lock = tx
+            .prepare_cached(
+                "SELECT pg_advisory_xact_lock(hashtextextended('provisio.hooks:' || current_schema(), 0))",
+            )
+            .await?;
+        tx.execute(&lock, &[]).await?;
+        let insert = tx
+            .prepare_cached(concat!(
+                "INSERT INTO hook_scripts (name, version, source, fixtures, author, ",
+                "author_account_id, comment, created_at) ",
+                "SELECT $1::TEXT, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7 ",
+                "FROM hook_scripts WHERE name = $1 RETURNING ",
+                hook_script_columns!()
+            ))
+            .await?;
+        let mut saved = Vec::with_capacity(scripts.len());
+        for s in scripts {
+            let row = tx
+                .query_one(
+                    &insert,
+                    &[
+                        &s.name,
+                        &s.source,
+                        &s.fixtures,
+                        &s.author,
+                        &s.author_account_id,
+                        &s.comment,
+                        &now,
+                    ],
+                )
+                .await?;
+            saved.push(hook_script_from_row(&row)?);
+        }
+        tx.commit().await?;
+        Ok(saved)
+    }
+
+    async fn report_hook_instance(
+        &self,
+        report: &HookInstanceReport,
+        forget_before: i64,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        let upsert = client
+            .prepare_cached(concat!(
+                "INSERT INTO hook_instances (instance, host, started_at, seen_at, report) ",
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (instance) DO UPDATE SET ",
+                "host = excluded.host, seen_at = excluded.seen_at, report = excluded.report"
+            ))
+            .await?;
+        client
+            .execute(
+                &upsert,
+                &[
+                    &report.instance,
+                    &report.host,
+                    &report.started_at,
+                    &report.seen_at,
+                    &report.report,
+                ],
+            )
+            .await?;
+        let forget = client
+            .prepare_cached("DELETE FROM hook_instances WHERE seen_at < $1")
+            .await?;
+        client.execute(&forget, &[&forget_before]).await?;
+        Ok(())
+    }
+
+    async fn forget_hook_instance(&self, instance: &str) -> StoreResult<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("DELETE FROM hook_instances WHERE instance = $1")
+            .await?;
+        client.execute(&stmt, &[&instance]).await?;
+        Ok(())
+    }
+
+    async fn hook_instances(&self) -> StoreResult<Vec<HookInstanceReport>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT instance, host, started_at, seen_at, report FROM hook_instances \
+                 ORDER BY instance",
+            )
+            .await?;
+        client
+            .query(&stmt, &[])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(HookInstanceReport {
+                    instance: row.try_get("instance")?,
+                    host: row.try_get("host")?,
+                    started_at: row.try_get("started_at")?,
+                    seen_at: row.try_get("seen_at")?,
+                    report: row.try_get("report")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Builds a hook script version from a row of [`hook_script_columns!`].
+fn hook_script_from_row(row: &Row) -> StoreResult<HookScriptRecord> {
+    Ok(HookScriptRecord {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        source: row.try_get("source")?,
+        fixtures: row.try_get("fixtures")?,
+        author: row.try_get("author")?,
+        author_account_id: row.try_get("author_account_id")?,
+        comment: row.try_get("comment")?,
+        created_at: row.try_get("created_at")?,
+    })
 }
 
 /// The NULL-or-value parameters of an optional password reset (algorithm, HA1).

@@ -18,8 +18,9 @@ use super::migrations;
 use super::writer::Writer;
 use super::{
     AccountBundle, AccountUpdate, ApiKeyRecord, ApiKeyUse, AuditEvent, AuditQuery, AuthTokenState,
-    Change, ConsumeId, LastProvisioned, NewAccount, NewApiKey, NewWizard, NonceCheck, PurgeCounts,
-    PurgeRules, Store, StoreError, StoreResult, TokenState, Wizard, WizardToken,
+    Change, ConsumeId, HookInstanceReport, HookScriptRecord, LastProvisioned, NewAccount,
+    NewApiKey, NewHookScript, NewWizard, NonceCheck, PurgeCounts, PurgeRules, Store, StoreError,
+    StoreResult, TokenState, Wizard, WizardToken,
 };
 use crate::model::{Account, NewPassword, Password, Space, UiFlags};
 use anyhow::Context as _;
@@ -1487,6 +1488,156 @@ impl Store for SqliteStore {
             audit_events: count(audit_events),
         })
     }
+
+    // ---- hook scripts ---------------------------------------------------------------------
+
+    async fn live_hook_scripts(&self) -> StoreResult<Vec<HookScriptRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT ",
+                hook_script_columns!(),
+                " FROM hook_scripts h WHERE h.source IS NOT NULL AND h.version = ",
+                "(SELECT MAX(version) FROM hook_scripts WHERE name = h.name) ORDER BY h.name"
+            ))?;
+            query_all(&mut stmt, [], hook_script_from_row)
+        })
+        .await
+    }
+
+    async fn hook_script_versions(&self, name: &str) -> StoreResult<Vec<HookScriptRecord>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT ",
+                hook_script_columns!(),
+                " FROM hook_scripts WHERE name = ?1 ORDER BY version DESC"
+            ))?;
+            query_all(&mut stmt, [name], hook_script_from_row)
+        })
+        .await
+    }
+
+    async fn hook_script_version(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> StoreResult<Option<HookScriptRecord>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "SELECT ",
+                hook_script_columns!(),
+                " FROM hook_scripts WHERE name = ?1 AND version = ?2"
+            ))?;
+            query_opt(&mut stmt, params![name, version], hook_script_from_row)
+        })
+        .await
+    }
+
+    async fn save_hook_scripts(
+        &self,
+        scripts: &[NewHookScript],
+        now: i64,
+    ) -> StoreResult<Vec<HookScriptRecord>> {
+        let scripts = scripts.to_vec();
+        // One write job: the scripts commit together (the single writer numbers them in turn).
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(concat!(
+                "INSERT INTO hook_scripts (name, version, source, fixtures, author, ",
+                "author_account_id, comment, created_at) ",
+                "SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7 ",
+                "FROM hook_scripts WHERE name = ?1 RETURNING ",
+                hook_script_columns!()
+            ))?;
+            let mut saved = Vec::with_capacity(scripts.len());
+            for s in &scripts {
+                let params = params![
+                    s.name,
+                    s.source,
+                    s.fixtures,
+                    s.author,
+                    s.author_account_id,
+                    s.comment,
+                    now
+                ];
+                saved.push(
+                    query_opt(&mut stmt, params, hook_script_from_row)?
+                        .ok_or_else(|| StoreError::Backend("insert returned no row".into()))?,
+                );
+            }
+            Ok(saved)
+        })
+        .await
+    }
+
+    async fn report_hook_instance(
+        &self,
+        report: &HookInstanceReport,
+        forget_before: i64,
+    ) -> StoreResult<()> {
+        let r = report.clone();
+        self.write(move |c| {
+            c.prepare_cached(concat!(
+                "INSERT INTO hook_instances (instance, host, started_at, seen_at, report) ",
+                "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (instance) DO UPDATE SET ",
+                "host = excluded.host, seen_at = excluded.seen_at, report = excluded.report"
+            ))?
+            .execute(params![
+                r.instance,
+                r.host,
+                r.started_at,
+                r.seen_at,
+                r.report
+            ])?;
+            c.prepare_cached("DELETE FROM hook_instances WHERE seen_at < ?1")?
+                .execute([forget_before])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn forget_hook_instance(&self, instance: &str) -> StoreResult<()> {
+        let instance = instance.to_string();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM hook_instances WHERE instance = ?1")?
+                .execute([instance])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn hook_instances(&self) -> StoreResult<Vec<HookInstanceReport>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT instance, host, started_at, seen_at, report FROM hook_instances \
+                 ORDER BY instance",
+            )?;
+            query_all(&mut stmt, [], |row| {
+                Ok(HookInstanceReport {
+                    instance: row.get("instance")?,
+                    host: row.get("host")?,
+                    started_at: row.get("started_at")?,
+                    seen_at: row.get("seen_at")?,
+                    report: row.get("report")?,
+                })
+            })
+        })
+        .await
+    }
+}
+
+/// Builds a hook script version from a row of [`hook_script_columns!`].
+fn hook_script_from_row(row: &Row<'_>) -> StoreResult<HookScriptRecord> {
+    Ok(HookScriptRecord {
+        name: row.get("name")?,
+        version: row.get("version")?,
+        source: row.get("source")?,
+        fixtures: row.get("fixtures")?,
+        author: row.get("author")?,
+        author_account_id: row.get("author_account_id")?,
+        comment: row.get("comment")?,
+        created_at: row.get("created_at")?,
+    })
 }
 
 /// Applies a partial update to an account read in the same transaction; the caller writes the
