@@ -7,6 +7,7 @@
 #
 #   benches/load.sh [SECONDS]     (default 5 s per scenario; needs wrk, curl and python3)
 #   CONNS=32 ACCOUNTS=30000 STORES="sqlite postgres" benches/load.sh 10
+#   BIN=/path/to/provisio benches/load.sh   (a binary built elsewhere; CARGO_TARGET_DIR is honoured)
 #
 # Scenarios, all against the same server (bundled example hooks loaded):
 #   healthz     the HTTP ceiling (no database)
@@ -22,8 +23,11 @@ CONNS=${CONNS:-32}
 # One fresh token per account; the token scenario must never run out (it would measure 404s).
 ACCOUNTS=${ACCOUNTS:-$(( DUR * 10000 > 30000 ? DUR * 10000 : 30000 ))}
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 69; }
-cargo build --release --quiet
-BIN=$PWD/target/release/provisio
+# BIN=path/to/provisio measures that binary instead of building this checkout.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/provisio
+fi
 W=$(mktemp -d)
 trap 'jobs -p | xargs -r kill 2>/dev/null; rm -rf "$W"' EXIT
 
