@@ -23,6 +23,10 @@ pub const SQLITE: &[(&str, &str)] = &[
         "V4__audit",
         include_str!("../../schema/sqlite/V4__audit.sql"),
     ),
+    (
+        "V5__space_auth",
+        include_str!("../../schema/sqlite/V5__space_auth.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, in order: (name, SQL).
@@ -42,6 +46,10 @@ pub const POSTGRES: &[(&str, &str)] = &[
     (
         "V4__audit",
         include_str!("../../schema/postgres/V4__audit.sql"),
+    ),
+    (
+        "V5__space_auth",
+        include_str!("../../schema/postgres/V5__space_auth.sql"),
     ),
 ];
 
