@@ -65,6 +65,10 @@ pub enum AppError {
     /// A storage failure; never shown to clients.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    /// Something the request needs from elsewhere (an identity provider's keys) cannot be had
+    /// right now (503, with `Retry-After`).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Anything else that is our fault; the detail is only logged.
     #[error("internal: {0}")]
     Internal(String),
@@ -92,7 +96,7 @@ impl AppError {
             AppError::Denied { status, .. } => *status,
             AppError::Store(StoreError::NotFound) => 404,
             AppError::Store(StoreError::Conflict(_)) => 409,
-            AppError::Store(StoreError::Unavailable(_)) => 503,
+            AppError::Store(StoreError::Unavailable(_)) | AppError::Unavailable(_) => 503,
             AppError::Hook(_) | AppError::Store(_) | AppError::Internal(_) => 500,
         }
     }
@@ -105,6 +109,7 @@ impl AppError {
             | AppError::Forbidden(m)
             | AppError::NotFound(m)
             | AppError::Conflict(m)
+            | AppError::Unavailable(m)
             | AppError::Gone(m) => m.clone(),
             AppError::Validation(_) => "The given data was invalid.".to_string(),
             AppError::Denied { message, .. }
