@@ -265,6 +265,10 @@ pub fn apply(input: &mut Input, space: &mut Space) {
         ui.max_account = v;
     }
     ui.super_space = space.super_space;
+    if let Some(v) = input.boolean("client_certificate_authentication") {
+        space.client_certificate_authentication = v;
+    }
+    apply_oidc(input, space);
     const DIGEST: &str = "digest_authentication_configuration";
     if let Some(mut digest) = input.object(DIGEST) {
         if let Some(realm) = digest.string("realm") {
@@ -278,6 +282,47 @@ pub fn apply(input: &mut Input, space: &mut Space) {
         );
         input.absorb(DIGEST, digest);
     }
+}
+
+/// `oidc_authentication_configuration`: `null` removes the provider; an object sets the fields
+/// it carries (on a space without a provider, over the defaults: claim `sip_identity`, not
+/// required).
+fn apply_oidc(input: &mut Input, space: &mut Space) {
+    const OIDC: &str = "oidc_authentication_configuration";
+    if !input.has(OIDC) {
+        return;
+    }
+    let Some(mut given) = input.object(OIDC) else {
+        // `null` (or a wrong type, already recorded as an error).
+        space.oidc = None;
+        return;
+    };
+    let mut oidc = space.oidc.clone().unwrap_or_default();
+    if let Some(v) = given.string("server_url") {
+        oidc.server_url = v;
+    }
+    if let Some(v) = given.string("realm") {
+        oidc.realm = v;
+    }
+    if let Some(v) = given.string("sip_identifier_claim") {
+        oidc.sip_identifier_claim = v;
+    }
+    let optional: [(&str, &mut Option<String>); 4] = [
+        ("public_key", &mut oidc.public_key),
+        ("jwks_url", &mut oidc.jwks_url),
+        ("audience", &mut oidc.audience),
+        ("issuer", &mut oidc.issuer),
+    ];
+    for (field, slot) in optional {
+        if given.has(field) {
+            *slot = given.string(field);
+        }
+    }
+    if let Some(v) = given.boolean("required") {
+        oidc.required = v;
+    }
+    input.absorb(OIDC, given);
+    space.oidc = Some(oidc);
 }
 
 /// Reads a string field through `FromStr`, recording its error message.
