@@ -134,3 +134,223 @@ fn refuse_blocked(account: &Account) -> Result<(), AppError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The decision of `/provisioning/me` over a request carrying a verified client certificate
+    //! (what the TLS listener or a trusted proxy puts in [`RequestInfo::client_certificate`]),
+    //! against a real SQLite store.
+    use super::*;
+    use crate::config::Settings;
+    use crate::request::{ClientCertificate, RouteKind};
+    use crate::secret::hash_password;
+    use crate::store::{AccountUpdate, NewAccount};
+
+    /// A state over a fresh SQLite file, with spaces `a.example` and `c.example` taking
+    /// certificates and `b.example` not, and one account in each.
+    async fn state(dir: &tempfile::TempDir) -> AppState {
+        let mut settings = Settings {
+            database: format!("sqlite://{}", dir.path().join("t.sqlite3").display()),
+            data_dir: dir.path().join("data"),
+            ..Settings::default()
+        };
+        settings.hooks.dir = dir.path().join("hooks");
+        settings.hooks.watch = false;
+        std::fs::create_dir_all(&settings.hooks.dir).unwrap();
+        let state = crate::app::build_state(settings, false).await.unwrap();
+        for (domain, allowed, user) in [
+            ("a.example", true, "alice"),
+            ("b.example", false, "bob"),
+            ("c.example", true, "carol"),
+        ] {
+            let mut space = Space::new(domain, domain);
+            space.client_certificate_authentication = allowed;
+            state.store.create_space(&space).await.unwrap();
+            let new = NewAccount {
+                username: user.to_string(),
+                domain: domain.to_string(),
+                passwords: vec![hash_password(
+                    space.password_algorithm,
+                    user,
+                    domain,
+                    "password",
+                )],
+                ..Default::default()
+            };
+            state.store.create_account(&new, now_ms()).await.unwrap();
+        }
+        state
+    }
+
+    /// A `/provisioning/me` request with this certificate (and these headers).
+    fn request(certificate: Option<(&str, &[&str])>, headers: &[(&str, &str)]) -> RequestInfo {
+        let mut r = RequestInfo::synthetic("a.example", "/provisioning/me", RouteKind::Me);
+        r.client_certificate = certificate.map(|(subject, uris)| ClientCertificate {
+            subject: subject.to_string(),
+            uris: uris.iter().map(|u| u.to_string()).collect(),
+        });
+        for (k, v) in headers {
+            r.headers.insert(k.to_string(), v.to_string());
+        }
+        r
+    }
+
+    /// The space `domain` as stored.
+    async fn space(state: &AppState, domain: &str) -> Space {
+        state.store.space_by_domain(domain).await.unwrap().unwrap()
+    }
+
+    /// The status and message of a refusal.
+    fn refusal(r: Result<AccountBundle, AppError>) -> (u16, String) {
+        match r {
+            Ok(b) => panic!("expected a refusal, got {}", b.account.sip_uri()),
+            Err(e) => (e.status(), e.public_message()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_certificate_names_its_account_in_the_request_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir).await;
+        let a = space(&state, "a.example").await;
+
+        let subject = request(Some(("CN=sip:alice@a.example", &[])), &[]);
+        let bundle = authenticate_provisioning(&state, &a, &subject)
+            .await
+            .unwrap();
+        assert_eq!(bundle.account.sip_uri(), "sip:alice@a.example");
+        assert_eq!(
+            bundle.passwords.len(),
+            1,
+            "the document's auth_info comes along"
+        );
+
+        let san = request(
+            Some(("CN=Alice Liddell,O=Example", &["sip:alice@a.example"])),
+            &[],
+        );
+        let bundle = authenticate_provisioning(&state, &a, &san).await.unwrap();
+        assert_eq!(bundle.account.username, "alice");
+
+        // The certificate decides alone: a bad API key or a From beside it changes nothing.
+        let with_key = request(
+            Some(("CN=sip:alice@a.example", &[])),
+            &[("x-api-key", "not-a-key"), ("from", "sip:carol@c.example")],
+        );
+        let bundle = authenticate_provisioning(&state, &a, &with_key)
+            .await
+            .unwrap();
+        assert_eq!(bundle.account.username, "alice");
+    }
+
+    #[tokio::test]
+    async fn refused_certificates_get_flexiapis_403s() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir).await;
+        let a = space(&state, "a.example").await;
+        let b = space(&state, "b.example").await;
+        let cases: [(&Space, &str, &[&str], &str); 6] = [
+            // Another space's account, though that space takes certificates too.
+            (&a, "CN=sip:carol@c.example", &[], certificate::NOT_LINKED),
+            (&a, "CN=sip:nobody@a.example", &[], certificate::NOT_LINKED),
+            // An extra RDN beside the CN, and no SAN to fall back on.
+            (
+                &a,
+                "CN=sip:alice@a.example,O=Example",
+                &[],
+                certificate::NO_SIP_URI,
+            ),
+            (
+                &a,
+                "CN=Alice",
+                &["https://a.example/alice"],
+                certificate::NO_SIP_URI,
+            ),
+            // A space that does not take certificates, whatever the certificate says.
+            (&b, "CN=sip:bob@b.example", &[], certificate::NOT_ALLOWED),
+            (&b, "CN=sip:alice@a.example", &[], certificate::NOT_ALLOWED),
+        ];
+        for (space, subject, uris, message) in cases {
+            let r = authenticate_provisioning(&state, space, &request(Some((subject, uris)), &[]))
+                .await;
+            assert_eq!(refusal(r), (403, message.to_string()), "{subject}");
+        }
+        // A space without certificate authentication refuses the certificate even when the
+        // request also carries a working credential (FlexiAPI's order: the certificate first).
+        let bob = state
+            .store
+            .account_by_identity("bob", "b.example")
+            .await
+            .unwrap()
+            .unwrap();
+        let key = "a-user-key-for-bob-0123456789abcdef";
+        state
+            .store
+            .create_api_key(
+                &crate::store::NewApiKey {
+                    account_id: bob.id,
+                    key_hash: crate::secret::hash_secret(key),
+                    name: None,
+                    ip: None,
+                    expires_after_minutes: None,
+                },
+                now_ms(),
+            )
+            .await
+            .unwrap();
+        let with_key = request(Some(("CN=sip:bob@b.example", &[])), &[("x-api-key", key)]);
+        assert_eq!(
+            refusal(authenticate_provisioning(&state, &b, &with_key).await),
+            (403, certificate::NOT_ALLOWED.to_string())
+        );
+        let key_only = request(None, &[("x-api-key", key)]);
+        let bundle = authenticate_provisioning(&state, &b, &key_only)
+            .await
+            .unwrap();
+        assert_eq!(
+            bundle.account.id, bob.id,
+            "without a certificate the key decides"
+        );
+
+        // A blocked account's certificate authenticates but gets nothing.
+        let alice = state
+            .store
+            .account_by_identity("alice", "a.example")
+            .await
+            .unwrap()
+            .unwrap();
+        let block = AccountUpdate {
+            blocked: Some(true),
+            ..Default::default()
+        };
+        state
+            .store
+            .update_account(alice.id, &block, now_ms())
+            .await
+            .unwrap();
+        let r = authenticate_provisioning(
+            &state,
+            &a,
+            &request(Some(("CN=sip:alice@a.example", &[])), &[]),
+        )
+        .await;
+        assert_eq!(refusal(r), (403, "Account blocked".to_string()));
+    }
+
+    #[tokio::test]
+    async fn the_user_api_does_not_take_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(&dir).await;
+        let a = space(&state, "a.example").await;
+        let r = authenticate_bundle(
+            &state,
+            &a,
+            &request(Some(("CN=sip:alice@a.example", &[])), &[]),
+        )
+        .await;
+        assert_eq!(refusal(r), (401, FROM_REQUIRED.to_string()));
+        // Nor does /provisioning/me without one: the other methods decide.
+        let r = authenticate_provisioning(&state, &a, &request(None, &[])).await;
+        assert_eq!(refusal(r), (401, FROM_REQUIRED.to_string()));
+    }
+}
