@@ -378,7 +378,7 @@ both_backends!(
         let confused = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims(alice_sip),
-            &EncodingKey::from_secret(rs256.public_pem.as_bytes()),
+            &EncodingKey::from_secret(rs256.public_pem.as_bytes()).unwrap(),
         )
         .unwrap();
         let (status, challenges, _) = answer(me_with(&app, HOST, &confused)).await;
@@ -426,7 +426,7 @@ both_backends!(
             .await
             .unwrap();
         assert_eq!(r.status(), 401);
-        let digest = challenges(&r);
+        let digest = api_support::challenges(&r);
         assert_eq!(digest.len(), 1, "a Digest challenge");
         let answer_header = Answer {
             challenge: &digest[0],
@@ -716,7 +716,7 @@ both_backends!(spaces_api_takes_the_provider, |app: TestApp| async move {
             "oidc_authentication_configuration.realm",
         ),
         (
-            json!({"sip_identifier_claim": ""}),
+            json!({"sip_identifier_claim": "a\u{1}b"}),
             "oidc_authentication_configuration.sip_identifier_claim",
         ),
         (
@@ -733,6 +733,15 @@ both_backends!(spaces_api_takes_the_provider, |app: TestApp| async move {
     }))
     .await;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = put(json!({
+        "oidc_authentication_configuration": {"sip_identifier_claim": ""}
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["oidc_authentication_configuration"]["sip_identifier_claim"], "sip_identity",
+        "an empty claim name is FlexiAPI's default"
+    );
     // A new space needs a realm and a key.
     let (status, body) = status_json(
         call(&app, Method::POST, HOST, "/api/spaces", Some(&key))

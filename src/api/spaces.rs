@@ -11,7 +11,7 @@ use crate::api::input::Input;
 use crate::api::{ApiReply, ApiResult, json, validate};
 use crate::audit::{self, Actor};
 use crate::error::AppError;
-use crate::model::{Algorithm, HeaderMode, HookFailure, Space};
+use crate::model::{Algorithm, DEFAULT_SIP_IDENTIFIER_CLAIM, HeaderMode, HookFailure, Space};
 use crate::request::RequestInfo;
 use crate::spaces::Reason;
 use crate::state::AppState;
@@ -304,8 +304,11 @@ fn apply_oidc(input: &mut Input, space: &mut Space) {
     if let Some(v) = given.string("realm") {
         oidc.realm = v;
     }
-    if let Some(v) = given.string("sip_identifier_claim") {
-        oidc.sip_identifier_claim = v;
+    if given.has("sip_identifier_claim") {
+        // `null` or `""` (Laravel reads both as null): back to FlexiAPI's default claim.
+        oidc.sip_identifier_claim = given
+            .string("sip_identifier_claim")
+            .unwrap_or_else(|| DEFAULT_SIP_IDENTIFIER_CLAIM.to_string());
     }
     let optional: [(&str, &mut Option<String>); 4] = [
         ("public_key", &mut oidc.public_key),

@@ -165,7 +165,7 @@ pub struct SpaceSettings {
     /// PEM file of the provider's signing public key, RSA or EC P-256 (an empty value removes
     /// it); or --oidc-jwks-url.
     #[arg(long, value_name = "FILE")]
-    pub oidc_public_key: Option<PathBuf>,
+    pub oidc_public_key: Option<String>,
     /// URL of the provider's JWKS, fetched and cached (an empty value removes it); or
     /// --oidc-public-key.
     #[arg(long, value_name = "URL")]
@@ -265,14 +265,15 @@ impl SpaceSettings {
             oidc.realm = realm.clone();
         }
         if let Some(path) = &self.oidc_public_key {
-            oidc.public_key =
-                if path.as_os_str().is_empty() {
-                    None
-                } else {
-                    Some(std::fs::read_to_string(path).with_context(|| {
-                        format!("--oidc-public-key: reading {}", path.display())
-                    })?)
-                };
+            // A text flag, not a path one: clap refuses an empty path, and '' removes the key.
+            oidc.public_key = if path.is_empty() {
+                None
+            } else {
+                Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("--oidc-public-key: reading {path}"))?,
+                )
+            };
         }
         if let Some(url) = &self.oidc_jwks_url {
             oidc.jwks_url = non_empty(url);
