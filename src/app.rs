@@ -71,6 +71,9 @@ pub async fn build_state(settings: Settings, metrics: bool) -> anyhow::Result<Ap
         limits: Arc::new(Limits::new(&settings.rate_limit)),
         proxies: Arc::new(proxies),
         key_uses: Arc::new(crate::auth::usage::KeyUses::new()),
+        jwks: Arc::new(crate::auth::jwks::JwksCache::new(Duration::from_secs(
+            settings.oidc_jwks_min_refresh_seconds,
+        ))),
         audit: crate::audit::Sink::default(),
         settings: Arc::new(settings),
         metrics,

@@ -48,6 +48,10 @@ pub struct Settings {
     pub cache_max_staleness_seconds: u64,
     /// Seconds a Digest challenge (nonce/opaque) stays answerable.
     pub digest_nonce_ttl_seconds: i64,
+    /// Least seconds between two fetches of one OIDC provider's JWKS (a token naming an unknown
+    /// `kid` triggers one), so made-up `kid`s cannot make provisio hammer the provider
+    /// (0 = no limit, for tests; at most 3600).
+    pub oidc_jwks_min_refresh_seconds: u64,
     /// Fewest characters a SIP password set through the API or CLI may have (FlexiAPI: 3).
     pub min_password_length: usize,
     /// Seconds a client may take to send its request headers (slow-header guard).
@@ -330,6 +334,7 @@ impl Default for Settings {
             api_key_flush_seconds: 1,
             cache_max_staleness_seconds: 2,
             digest_nonce_ttl_seconds: 300,
+            oidc_jwks_min_refresh_seconds: 60,
             min_password_length: 8,
             header_read_timeout_seconds: 10,
             keep_alive_seconds: 30,
@@ -428,7 +433,7 @@ impl Settings {
         // Every number has a documented range (README, configuration table), so no arithmetic
         // on a configured number (`now ± ttl × 60 000`, pool sizes, sandbox limits) can
         // overflow or mean "unlimited" by accident.
-        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 27] = [
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 28] = [
             ("pool_size", self.pool_size as u64, 1..=1_024),
             (
                 "auth_token_ttl_minutes",
@@ -444,6 +449,11 @@ impl Settings {
                 "digest_nonce_ttl_seconds",
                 clamp_u64(self.digest_nonce_ttl_seconds),
                 1..=86_400,
+            ),
+            (
+                "oidc_jwks_min_refresh_seconds",
+                self.oidc_jwks_min_refresh_seconds,
+                0..=3_600,
             ),
             (
                 "min_password_length",

@@ -63,7 +63,7 @@ pub enum AppError {
     #[error("hook failure: {0}")]
     Hook(String),
     /// A service the request needs is not configured or cannot be reached now, such as the
-    /// SMTP relay (503); the message says which, for the operator.
+    /// SMTP relay or an identity provider's keys (503); the message says which.
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// An upstream server refused what we handed it, such as the SMTP relay refusing a

@@ -247,6 +247,69 @@ pub struct Space {
     pub hook_failure: HookFailure,
     /// Maximum accounts (0 = unlimited).
     pub max_accounts: i64,
+    /// The space's OpenID Connect provider, whose JWTs authenticate its accounts; `None`: no
+    /// bearer tokens (FlexiAPI's `oidc_authentication_configuration`).
+    pub oidc: Option<OidcSettings>,
+    /// `/provisioning/me` accepts a verified client certificate naming one of the space's
+    /// accounts (FlexiAPI's `client_certificate_authentication`, FLEXIAPI-440).
+    pub client_certificate_authentication: bool,
+}
+
+/// The claim FlexiAPI reads a SIP URI from when the space names none.
+pub const DEFAULT_SIP_IDENTIFIER_CLAIM: &str = "sip_identity";
+
+/// How a space trusts the JWTs of its OpenID Connect provider (reference §4.4): where the
+/// signing keys come from, which claims name the account, and what else a token must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcSettings {
+    /// Base URL of the provider (Keycloak: `https://sso.example.com/`); with `realm`, the
+    /// `authz_server` of the Bearer challenge.
+    pub server_url: String,
+    /// The provider's realm, named in the Bearer challenge.
+    pub realm: String,
+    /// PEM public key (RSA, or EC P-256) the tokens are signed with; or `jwks_url`.
+    pub public_key: Option<String>,
+    /// URL of the provider's JWKS (fetched over HTTP(S), cached, refreshed when a token names
+    /// an unknown `kid`); or `public_key`.
+    pub jwks_url: Option<String>,
+    /// Claim holding the account's SIP URI (`sip_identity` by default); the `email` claim is
+    /// the fallback.
+    pub sip_identifier_claim: String,
+    /// `aud` a token must carry, when set.
+    pub audience: Option<String>,
+    /// `iss` a token must carry, when set.
+    pub issuer: Option<String>,
+    /// Whether a bearer token is the only way in (FlexiAPI's behaviour): Digest and API keys
+    /// are then refused on user routes and `/provisioning/me`.
+    pub required: bool,
+}
+
+impl Default for OidcSettings {
+    fn default() -> Self {
+        OidcSettings {
+            server_url: String::new(),
+            realm: String::new(),
+            public_key: None,
+            jwks_url: None,
+            sip_identifier_claim: DEFAULT_SIP_IDENTIFIER_CLAIM.to_string(),
+            audience: None,
+            issuer: None,
+            required: false,
+        }
+    }
+}
+
+impl OidcSettings {
+    /// The `authz_server` of the Bearer challenge: `{server_url}/realms/{realm}`, Keycloak's
+    /// issuer URL (FlexiAPI pastes the two without a slash, so its `server_url` must end with
+    /// one; here either spelling works).
+    pub fn authz_server(&self) -> String {
+        format!(
+            "{}/realms/{}",
+            self.server_url.trim_end_matches('/'),
+            self.realm
+        )
+    }
 }
 
 impl Space {
@@ -270,6 +333,8 @@ impl Space {
             header_mode: HeaderMode::Required,
             hook_failure: HookFailure::Fail,
             max_accounts: 0,
+            oidc: None,
+            client_certificate_authentication: false,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct AppState {
     pub proxies: Arc<TrustedProxies>,
     /// API-key uses not yet written (batched off the request path, see `crate::auth::usage`).
     pub key_uses: Arc<KeyUses>,
+    /// The spaces' OIDC signing keys fetched from their JWKS URLs (see `crate::auth::jwks`).
+    pub jwks: Arc<crate::auth::jwks::JwksCache>,
     /// The audit trail's queue (written in batches off the request path, see `crate::audit`).
     pub audit: crate::audit::Sink,
     /// Native TLS of the main listener (`[tls]`), `None` for plain HTTP; its certificate is

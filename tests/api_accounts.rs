@@ -883,3 +883,315 @@ both_backends!(fresh_install_driven_over_http, |app: TestApp| async move {
             .unwrap();
     assert!(!out.status.success());
 });
+
+/// The values of a document's entries named `name`, in order.
+fn document_entry(xml: &str, name: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("entry") && n.attribute("name") == Some(name))
+        .filter_map(|n| n.text().map(str::to_string))
+        .collect()
+}
+
+/// The `ha1` entries of a document, in order.
+fn document_ha1s(xml: &str) -> Vec<String> {
+    document_entry(xml, "ha1")
+}
+
+/// Mints a token for `id` through the API and fetches the document with it.
+async fn fresh_document(app: &TestApp, key: &str, id: i64) -> String {
+    let (status, body) = status_json(call(
+        app,
+        Method::GET,
+        HOST,
+        &format!("/api/accounts/{id}/provision"),
+        Some(key),
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["provisioning_token"].as_str().unwrap();
+    let r = app
+        .provision(HOST, &format!("/provisioning/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+both_backends!(
+    put_updates_what_the_next_document_holds,
+    |app: TestApp| async move {
+        let space = app.space(HOST, |_| {}).await;
+        let other = app.space("other.example.com", |_| {}).await;
+        let (root, key) = admin(&app, &space, "root").await;
+        let stranger = app.account(&other, "stranger", "stranger-pw").await;
+        let (status, body) = status_json(
+            call(&app, Method::POST, HOST, "/api/accounts", Some(&key)).json(&json!({
+                "username": "dave", "password": "first-pass", "display_name": "Dave",
+                "email": "dave@mail.example", "phone": "+33100000000",
+                "dictionary": {"team": "red"}, "activated": true,
+            })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let id = body["id"].as_i64().unwrap();
+        let put = |id: i64, body: Value| {
+            status_json(
+                call(
+                    &app,
+                    Method::PUT,
+                    HOST,
+                    &format!("/api/accounts/{id}"),
+                    Some(&key),
+                )
+                .json(&body),
+            )
+        };
+        let xml = fresh_document(&app, &key, id).await;
+        assert_eq!(
+            document_entry(&xml, "reg_identity"),
+            ["\"Dave\" <sip:dave@sip.example.com>"]
+        );
+        assert_eq!(
+            document_ha1s(&xml),
+            [ha1(Algorithm::Sha256, "dave", HOST, "first-pass")]
+        );
+
+        // `username` is required, even for an id that does not exist (validation first).
+        for target in [id, 987_654] {
+            let (status, body) = put(target, json!({"display_name": "x"})).await;
+            assert_eq!(status, 422, "{body}");
+            assert!(body["errors"]["username"].is_array(), "{body}");
+        }
+        let (status, _) = put(987_654, json!({"username": "dave"})).await;
+        assert_eq!(status, 404);
+        // Another space's account is not this admin's.
+        let (status, _) = put(stranger.id, json!({"username": "stranger"})).await;
+        assert_eq!(status, 404);
+
+        // FlexiAPI's semantics: absent e-mail, phone and DTMF become null; absent switches
+        // stay; the dictionary is replaced; the password replaces every HA1.
+        let (status, body) = put(
+            id,
+            json!({"username": "dave", "display_name": "David", "password": "second-pass", "dictionary": {}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["display_name"], "David");
+        assert_eq!(body["email"], Value::Null);
+        assert_eq!(body["phone"], Value::Null);
+        assert_eq!(body["dictionary"], json!({}));
+        assert_eq!(body["activated"], true, "kept (FLEXIAPI-527)");
+        assert_eq!(body["admin"], false);
+        assert_eq!(body["passwords"], json!([{"algorithm": "SHA-256"}]));
+        assert!(!body.to_string().contains("second-pass"));
+        let xml = fresh_document(&app, &key, id).await;
+        assert_eq!(
+            document_entry(&xml, "reg_identity"),
+            ["\"David\" <sip:dave@sip.example.com>"]
+        );
+        assert_eq!(
+            document_ha1s(&xml),
+            [ha1(Algorithm::Sha256, "dave", HOST, "second-pass")],
+            "the next document carries the new password"
+        );
+
+        // Switches change when sent.
+        let (status, body) = put(
+            id,
+            json!({"username": "dave", "activated": false, "admin": true}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (body["activated"].as_bool(), body["admin"].as_bool()),
+            (Some(false), Some(true))
+        );
+
+        // A new username needs a new password (the HA1 hashes it); then search finds it.
+        let (status, body) = put(id, json!({"username": "davey"})).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["errors"]["password"].is_array(), "{body}");
+        let (status, body) = put(id, json!({"username": "root", "password": "third-pass"})).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["errors"]["username"].is_array(),
+            "a taken username: {body}"
+        );
+        let (status, body) = put(id, json!({"username": "davey", "password": "third-pass"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["sip_uri"], "sip:davey@sip.example.com");
+        let xml = fresh_document(&app, &key, id).await;
+        assert!(xml.contains("sip:davey@sip.example.com"));
+        assert_eq!(
+            document_ha1s(&xml),
+            [ha1(Algorithm::Sha256, "davey", HOST, "third-pass")]
+        );
+
+        // Validation: the deprecated algorithm must be the space's; the value rule applies.
+        let (status, body) = put(id, json!({"username": "davey", "algorithm": "MD5"})).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["errors"]["algorithm"].is_array());
+        let (status, body) = put(
+            id,
+            json!({"username": "davey", "display_name": "a\u{fffe}b"}),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["errors"]["display_name"].is_array());
+        // A plain admin's `domain` is ignored.
+        let (status, body) = put(
+            id,
+            json!({"username": "davey", "domain": "other.example.com"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["domain"], HOST);
+
+        // An admin cannot lock itself out.
+        for lockout in [
+            json!({"username": "root", "blocked": true}),
+            json!({"username": "root", "admin": false}),
+        ] {
+            let (status, body) = put(root.id, lockout).await;
+            assert_eq!(status, 409, "{body}");
+        }
+
+        // Search by SIP identity (FlexiAPI's `/search` suffix), within the request's space.
+        for sip in [
+            "davey@sip.example.com",
+            "sip:davey@sip.example.com",
+            "davey%40sip.example.com",
+        ] {
+            let (status, body) = status_json(call(
+                &app,
+                Method::GET,
+                HOST,
+                &format!("/api/accounts/{sip}/search"),
+                Some(&key),
+            ))
+            .await;
+            assert_eq!(
+                (status, body["id"].as_i64()),
+                (200, Some(id)),
+                "{sip}: {body}"
+            );
+        }
+        for sip in [
+            "dave@sip.example.com",
+            "stranger@other.example.com",
+            "davey",
+            "me",
+        ] {
+            let (status, _) = status_json(call(
+                &app,
+                Method::GET,
+                HOST,
+                &format!("/api/accounts/{sip}/search"),
+                Some(&key),
+            ))
+            .await;
+            assert_eq!(status, 404, "{sip}");
+        }
+        let (status, _) = status_json(call(
+            &app,
+            Method::GET,
+            HOST,
+            "/api/accounts/davey@sip.example.com/search",
+            None,
+        ))
+        .await;
+        assert_eq!(status, 401);
+
+        // The audit trail names the fields that changed, never their values.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        let details = loop {
+            let (status, body) = status_json(call(
+                &app,
+                Method::GET,
+                HOST,
+                &format!("/api/audit?account_id={id}&action=account.updated"),
+                Some(&key),
+            ))
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let details: Vec<String> = body
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["detail"].as_str().unwrap_or_default().to_string())
+                .collect();
+            if details.len() >= 4 || tokio::time::Instant::now() > deadline {
+                break details;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with("username,") && d.ends_with(",password")),
+            "{details:?}"
+        );
+        assert!(
+            details.iter().any(|d| d.contains("display_name")
+                && d.contains("password")
+                && d.contains("email")),
+            "{details:?}"
+        );
+        assert!(
+            details
+                .iter()
+                .all(|d| !d.contains("David") && !d.contains("-pass")),
+            "{details:?}"
+        );
+    }
+);
+
+both_backends!(
+    a_super_admin_moves_an_account_with_a_new_password,
+    |app: TestApp| async move {
+        let space = app.space(HOST, |s| s.super_space = true).await;
+        let md5 = app
+            .space("md5.example.com", |s| {
+                s.password_algorithm = Algorithm::Md5;
+                s.realm = "md5-realm".into();
+            })
+            .await;
+        let (_, key) = admin(&app, &space, "root").await;
+        let erin = app.account(&space, "erin", "erin-password").await;
+        let put = |body: Value| {
+            status_json(
+                call(
+                    &app,
+                    Method::PUT,
+                    HOST,
+                    &format!("/api/accounts/{}", erin.id),
+                    Some(&key),
+                )
+                .json(&body),
+            )
+        };
+        let (status, body) = put(json!({"username": "erin", "domain": "nowhere.example.com", "password": "new-password"})).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["errors"]["domain"].is_array());
+        let (status, body) = put(json!({"username": "erin", "domain": md5.domain})).await;
+        assert_eq!(status, 422, "a move needs a password: {body}");
+        let (status, body) =
+            put(json!({"username": "erin", "domain": md5.domain, "password": "new-password"}))
+                .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["domain"], "md5.example.com");
+        assert_eq!(body["passwords"], json!([{"algorithm": "MD5"}]));
+        let passwords = app.state.store.passwords(erin.id).await.unwrap();
+        assert_eq!(passwords.len(), 1);
+        assert_eq!(
+            passwords[0].ha1,
+            ha1(Algorithm::Md5, "erin", "md5-realm", "new-password"),
+            "hashed with the new space's realm and algorithm"
+        );
+        // Now it lives in the other space: this host's admin routes no longer see it.
+        let (status, _) = put(json!({"username": "erin"})).await;
+        assert_eq!(status, 404);
+    }
+);

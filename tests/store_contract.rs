@@ -8,7 +8,9 @@
 #[path = "common/pg.rs"]
 mod pg;
 
-use provisio::model::{Algorithm, HeaderMode, HookFailure, NewPassword, Space, UiFlags};
+use provisio::model::{
+    Algorithm, HeaderMode, HookFailure, NewPassword, OidcSettings, Space, UiFlags,
+};
 use provisio::secret::hash_secret;
 use provisio::store::{
     self, AccountUpdate, ConsumeId, DynStore, HookInstanceReport, NewAccount, NewApiKey,
@@ -117,6 +119,7 @@ contract_tests!(
     wizards_round_trip_single_use_and_mint,
     wizard_used_once_under_concurrency,
     hook_scripts_are_versioned_and_bump_their_topic,
+    account_identity_update_and_email_lookup,
 );
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -159,6 +162,19 @@ fn unusual_space(domain: &str) -> Space {
         header_mode: HeaderMode::LinphoneUserAgent,
         hook_failure: HookFailure::Skip,
         max_accounts: 42,
+        oidc: Some(OidcSettings {
+            server_url: "https://sso.example/".into(),
+            realm: "phones".into(),
+            public_key: None,
+            jwks_url: Some(
+                "https://sso.example/realms/phones/protocol/openid-connect/certs".into(),
+            ),
+            sip_identifier_claim: "sip".into(),
+            audience: Some("provisio".into()),
+            issuer: Some("https://sso.example/realms/phones".into()),
+            required: true,
+        }),
+        client_certificate_authentication: true,
     }
 }
 
@@ -3187,5 +3203,130 @@ async fn hook_scripts_are_versioned_and_bump_their_topic(db: Db) {
         store.change_version("hooks").await.unwrap(),
         before,
         "reports change no script"
+    );
+}
+
+/// An update may rename an account, move it to another space and replace its passwords in one
+/// transaction; a taken or ever-deleted identity is a conflict, an unknown space `NotFound`,
+/// and nothing of a refused update is kept. An e-mail names an account of one space only
+/// when exactly one has it (ASCII case ignored).
+async fn account_identity_update_and_email_lookup(db: Db) {
+    let store = db.migrated().await;
+    let alice = account(&store, "alice", "a.example").await;
+    let bob = account(&store, "bob", "a.example").await;
+    let gone = account(&store, "gone", "a.example").await;
+    account(&store, "carol", "b.example").await;
+    assert!(store.delete_account(gone, T0).await.unwrap());
+    store
+        .replace_passwords(alice, &[password(Algorithm::Md5, "old")])
+        .await
+        .unwrap();
+
+    let rename = AccountUpdate {
+        username: Some("alicia".into()),
+        passwords: Some(vec![password(Algorithm::Sha256, "new")]),
+        ..AccountUpdate::default()
+    };
+    let renamed = store
+        .update_account(alice, &rename, T0 + 1)
+        .await
+        .unwrap()
+        .expect("exists");
+    assert_eq!(renamed.username, "alicia");
+    assert_eq!(
+        stored_passwords(&store, alice).await,
+        vec![(Algorithm::Sha256, "new".to_string())]
+    );
+    assert_eq!(
+        store
+            .account_by_identity("alicia", "a.example")
+            .await
+            .unwrap()
+            .map(|a| a.id),
+        Some(alice)
+    );
+    assert_eq!(
+        store
+            .account_by_identity("alice", "a.example")
+            .await
+            .unwrap(),
+        None
+    );
+
+    for (taken, needle) in [("bob", "account"), ("gone", "account")] {
+        let clash = AccountUpdate {
+            username: Some(taken.into()),
+            display_name: Some(Some("not kept".into())),
+            passwords: Some(vec![]),
+            ..AccountUpdate::default()
+        };
+        assert_conflict(store.update_account(alice, &clash, T0 + 2).await, needle);
+    }
+    let kept = store.account(alice).await.unwrap().expect("exists");
+    assert_eq!(
+        (kept.username.as_str(), kept.display_name),
+        ("alicia", None)
+    );
+    assert_eq!(stored_passwords(&store, alice).await.len(), 1);
+
+    let nowhere = AccountUpdate {
+        domain: Some("nowhere.example".into()),
+        ..AccountUpdate::default()
+    };
+    assert!(matches!(
+        store.update_account(alice, &nowhere, T0 + 3).await,
+        Err(StoreError::NotFound)
+    ));
+    let moved = store
+        .update_account(
+            alice,
+            &AccountUpdate {
+                domain: Some("b.example".into()),
+                ..AccountUpdate::default()
+            },
+            T0 + 4,
+        )
+        .await
+        .unwrap()
+        .expect("exists");
+    assert_eq!(moved.domain, "b.example");
+    let (in_b, _) = store.list_accounts(Some("b.example"), 0, 10).await.unwrap();
+    assert_eq!(in_b.len(), 2);
+
+    // E-mail lookups, within one space.
+    let mail = |v: &str| AccountUpdate {
+        email: Some(Some(v.to_string())),
+        ..AccountUpdate::default()
+    };
+    store
+        .update_account(bob, &mail("Bob@Mail.example"), T0)
+        .await
+        .unwrap();
+    let found = store
+        .account_bundle_by_email("a.example", "bob@mail.EXAMPLE")
+        .await
+        .unwrap()
+        .expect("bob");
+    assert_eq!(found.account.id, bob);
+    assert_eq!(
+        store
+            .account_bundle_by_email("b.example", "bob@mail.example")
+            .await
+            .unwrap(),
+        None,
+        "another space's account is not found"
+    );
+    let twin = account(&store, "twin", "a.example").await;
+    store
+        .update_account(twin, &mail("bob@mail.example"), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .account_bundle_by_email("a.example", "bob@mail.example")
+            .await
+            .unwrap(),
+        None,
+        "two accounts with one e-mail name neither"
     );
 }

@@ -489,3 +489,209 @@ async fn remove(state: &AppState, account: &Account) -> Result<(), AppError> {
         Err(access::account_not_found(account.id))
     }
 }
+
+/// `PUT /api/accounts/{id}` (admin) — FlexiAPI's update (reference §5.3): `username` is
+/// required (a 422 before the 404 check, as Laravel validates first) with the create rules;
+/// `email`, `display_name`, `dtmf_protocol` and `phone` are overwritten, with null when absent;
+/// `activated`, `blocked` and `admin` change only when sent; `password` is hashed with the
+/// space's realm and algorithm and replaces every stored password; a `dictionary` replaces the
+/// whole dictionary; `domain` moves the account to another space for a super admin only (it is
+/// ignored for anyone else). 200 with the account.
+///
+/// Beyond FlexiAPI: the stored HA1s hash the username and the realm, so a new username or
+/// space needs a new `password` too (422 otherwise, instead of silently breaking the phone's
+/// credentials); a new identity that was ever deleted is refused like a taken one; and an admin
+/// cannot block itself, drop its own admin role or move itself away (409).
+pub async fn update(state: &AppState, request: &RequestInfo, id: i64, body: Value) -> ApiResult {
+    let admin = access::admin(state, request).await?;
+    let mut input = Input::new(body)?;
+    let username = input.required_string("username");
+    let password = input.string("password");
+    let algorithm = input.string("algorithm");
+    let domain = input.string("domain");
+    let email = input.string("email");
+    let display_name = input.string("display_name");
+    let dtmf_protocol = input.string("dtmf_protocol");
+    let phone = input.string("phone");
+    let dictionary = input.dictionary("dictionary");
+    let activated = input.boolean("activated");
+    let blocked = input.boolean("blocked");
+    let is_admin = input.boolean("admin");
+    let Some(username) = username else {
+        return Err(input
+            .finish()
+            .err()
+            .unwrap_or_else(|| AppError::field("username", "The username field is required.")));
+    };
+    let account = access::scoped_account(state, &admin, id).await?;
+
+    // Only a super admin moves an account; FlexiAPI ignores `domain` for everyone else.
+    let space = match domain.filter(|d| admin.super_admin && *d != account.domain) {
+        Some(d) => match state.store.space_by_domain(&d).await? {
+            Some(s) => s,
+            None => {
+                input.error("domain", "The selected domain is invalid.");
+                admin.space.clone()
+            }
+        },
+        None => admin.space.clone(),
+    };
+    let moved = space.domain != account.domain;
+    let renamed = username != account.username;
+    check_algorithm(&mut input, algorithm.as_deref(), &space);
+    if (renamed || moved) && password.is_none() && !state.store.passwords(id).await?.is_empty() {
+        input.error(
+            "password",
+            "The password is required to change the username or the domain: the stored password hashes include them.",
+        );
+    }
+    if account.id == admin.account.id {
+        let refusal = if blocked == Some(true) {
+            Some("An admin cannot block its own account: another admin must do it.")
+        } else if is_admin == Some(false) {
+            Some("An admin cannot drop its own admin role: another admin must do it.")
+        } else if moved {
+            Some("An admin cannot move its own account to another space: another admin must do it.")
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            return Err(AppError::Conflict(message.to_string()));
+        }
+    }
+    let probe = NewAccount {
+        username: username.clone(),
+        domain: space.domain.clone(),
+        email: email.clone(),
+        display_name: display_name.clone(),
+        phone: phone.clone(),
+        dtmf_protocol: dtmf_protocol.clone(),
+        dictionary: dictionary.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    input.merge(validate::new_account(
+        &probe,
+        password.as_deref(),
+        state.settings.min_password_length,
+    ));
+    input.finish()?;
+    if moved && space.max_accounts > 0 {
+        let (_, total) = state.store.list_accounts(Some(&space.domain), 0, 0).await?;
+        if total >= space.max_accounts {
+            return Err(AppError::Forbidden(
+                "This action is unauthorized.".to_string(),
+            ));
+        }
+    }
+
+    let update = AccountUpdate {
+        username: renamed.then(|| username.clone()),
+        domain: moved.then(|| space.domain.clone()),
+        email: Some(email),
+        display_name: Some(display_name),
+        phone: Some(phone),
+        dtmf_protocol: Some(dtmf_protocol),
+        activated,
+        blocked,
+        admin: is_admin,
+        dictionary,
+        passwords: password.as_deref().map(|p| {
+            vec![hash_password(
+                space.password_algorithm,
+                &username,
+                &space.realm,
+                p,
+            )]
+        }),
+    };
+    let updated = match state.store.update_account(id, &update, now_ms()).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err(access::account_not_found(id)),
+        Err(StoreError::Conflict(_)) => {
+            return Err(AppError::field(
+                "username",
+                "The username has already been taken.",
+            ));
+        }
+        Err(StoreError::NotFound) => {
+            return Err(AppError::field("domain", "The selected domain is invalid."));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let changed = changed_fields(&account, &updated, password.is_some());
+    tracing::info!(
+        account_id = id,
+        admin_id = admin.account.id,
+        changed = %changed.join(","),
+        "account updated"
+    );
+    let actor = Actor::account(&admin.account);
+    state
+        .audit
+        .record(
+            audit::event(&actor, act::ACCOUNT_UPDATED)
+                .about(&updated)
+                .from_request(request)
+                .detail(changed.join(",")),
+        )
+        .await;
+    if password.is_some() {
+        record(state, request, &actor, act::PASSWORD_CHANGED, &updated).await;
+    }
+    Ok(ApiReply::json(
+        200,
+        account_json(state, &updated, None).await?,
+    ))
+}
+
+/// The names of the fields an update changed (what the audit trail keeps: never a value).
+fn changed_fields(before: &Account, after: &Account, password: bool) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let pairs = [
+        ("username", before.username != after.username),
+        ("domain", before.domain != after.domain),
+        ("email", before.email != after.email),
+        ("display_name", before.display_name != after.display_name),
+        ("phone", before.phone != after.phone),
+        ("dtmf_protocol", before.dtmf_protocol != after.dtmf_protocol),
+        ("activated", before.activated != after.activated),
+        ("blocked", before.blocked != after.blocked),
+        ("admin", before.admin != after.admin),
+        ("dictionary", before.dictionary != after.dictionary),
+        ("password", password),
+    ];
+    for (field, differs) in pairs {
+        if differs {
+            changed.push(field);
+        }
+    }
+    changed
+}
+
+/// `GET /api/accounts/{sip}/search` (admin) — the account of the request's space whose SIP
+/// identity is `{sip}`: `user@domain` as FlexiAPI takes it (a `sip:` prefix and
+/// percent-escapes are accepted too). 404 when the space has no such account. The `/search`
+/// suffix is how FlexiAPI tells it from `GET /api/accounts/{id}`.
+pub async fn search(state: &AppState, request: &RequestInfo, sip: &str) -> ApiResult {
+    let admin = access::admin(state, request).await?;
+    let decoded = percent_encoding::percent_decode_str(sip).decode_utf8_lossy();
+    let identity = decoded.strip_prefix("sip:").unwrap_or(&decoded);
+    let found = match identity.rsplit_once('@') {
+        Some((user, domain))
+            if !user.is_empty() && domain.eq_ignore_ascii_case(&admin.space.domain) =>
+        {
+            state
+                .store
+                .account_by_identity(user, &admin.space.domain)
+                .await?
+        }
+        _ => None,
+    };
+    let account = found.ok_or_else(|| {
+        AppError::NotFound("No query results for model [App\\Account].".to_string())
+    })?;
+    Ok(ApiReply::json(
+        200,
+        account_json(state, &account, None).await?,
+    ))
+}

@@ -2,7 +2,7 @@
 //! anywhere, and the provisioning token only in the response that minted it (it is stored
 //! hashed, so it cannot be shown again).
 
-use crate::model::{Account, Password, Space, iso_time};
+use crate::model::{Account, OidcSettings, Password, Space, iso_time};
 use crate::store::LastProvisioned;
 use crate::tokens::MintedToken;
 use serde_json::{Value, json};
@@ -81,5 +81,21 @@ pub fn space(s: &Space) -> Value {
             "realm": s.realm,
             "default_password_algorithm": s.password_algorithm.as_str(),
         },
+        "oidc_authentication_configuration": s.oidc.as_ref().map(oidc),
+        "client_certificate_authentication": s.client_certificate_authentication,
+    })
+}
+
+/// A space's OIDC provider (public material only: a public key and URLs).
+pub fn oidc(o: &OidcSettings) -> Value {
+    json!({
+        "server_url": o.server_url,
+        "realm": o.realm,
+        "public_key": o.public_key,
+        "jwks_url": o.jwks_url,
+        "sip_identifier_claim": o.sip_identifier_claim,
+        "audience": o.audience,
+        "issuer": o.issuer,
+        "required": o.required,
     })
 }

@@ -11,7 +11,7 @@ use crate::api::input::Input;
 use crate::api::{ApiReply, ApiResult, json, validate};
 use crate::audit::{self, Actor};
 use crate::error::AppError;
-use crate::model::{Algorithm, HeaderMode, HookFailure, Space};
+use crate::model::{Algorithm, DEFAULT_SIP_IDENTIFIER_CLAIM, HeaderMode, HookFailure, Space};
 use crate::request::RequestInfo;
 use crate::spaces::Reason;
 use crate::state::AppState;
@@ -265,6 +265,10 @@ pub fn apply(input: &mut Input, space: &mut Space) {
         ui.max_account = v;
     }
     ui.super_space = space.super_space;
+    if let Some(v) = input.boolean("client_certificate_authentication") {
+        space.client_certificate_authentication = v;
+    }
+    apply_oidc(input, space);
     const DIGEST: &str = "digest_authentication_configuration";
     if let Some(mut digest) = input.object(DIGEST) {
         if let Some(realm) = digest.string("realm") {
@@ -278,6 +282,50 @@ pub fn apply(input: &mut Input, space: &mut Space) {
         );
         input.absorb(DIGEST, digest);
     }
+}
+
+/// `oidc_authentication_configuration`: `null` removes the provider; an object sets the fields
+/// it carries (on a space without a provider, over the defaults: claim `sip_identity`, not
+/// required).
+fn apply_oidc(input: &mut Input, space: &mut Space) {
+    const OIDC: &str = "oidc_authentication_configuration";
+    if !input.has(OIDC) {
+        return;
+    }
+    let Some(mut given) = input.object(OIDC) else {
+        // `null` (or a wrong type, already recorded as an error).
+        space.oidc = None;
+        return;
+    };
+    let mut oidc = space.oidc.clone().unwrap_or_default();
+    if let Some(v) = given.string("server_url") {
+        oidc.server_url = v;
+    }
+    if let Some(v) = given.string("realm") {
+        oidc.realm = v;
+    }
+    if given.has("sip_identifier_claim") {
+        // `null` or `""` (Laravel reads both as null): back to FlexiAPI's default claim.
+        oidc.sip_identifier_claim = given
+            .string("sip_identifier_claim")
+            .unwrap_or_else(|| DEFAULT_SIP_IDENTIFIER_CLAIM.to_string());
+    }
+    let optional: [(&str, &mut Option<String>); 4] = [
+        ("public_key", &mut oidc.public_key),
+        ("jwks_url", &mut oidc.jwks_url),
+        ("audience", &mut oidc.audience),
+        ("issuer", &mut oidc.issuer),
+    ];
+    for (field, slot) in optional {
+        if given.has(field) {
+            *slot = given.string(field);
+        }
+    }
+    if let Some(v) = given.boolean("required") {
+        oidc.required = v;
+    }
+    input.absorb(OIDC, given);
+    space.oidc = Some(oidc);
 }
 
 /// Reads a string field through `FromStr`, recording its error message.

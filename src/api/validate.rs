@@ -6,7 +6,7 @@
 use crate::config::validate_public_url;
 use crate::error::{AppError, FieldErrors};
 use crate::lpconfig::{describe_forbidden, first_forbidden, ini};
-use crate::model::Space;
+use crate::model::{OidcSettings, Space};
 use crate::store::NewAccount;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -308,6 +308,9 @@ pub fn space(s: &Space) -> Result<(), AppError> {
             }
         }
     }
+    if let Some(oidc) = &s.oidc {
+        check_oidc(&mut e, oidc);
+    }
     e.range(
         "provisioning_token_expiration_minutes",
         s.token_lifetime_minutes,
@@ -316,4 +319,82 @@ pub fn space(s: &Space) -> Result<(), AppError> {
     e.range("max_accounts", s.max_accounts, &limits::MAX_ACCOUNTS);
     e.range("max_account", s.ui.max_account, &limits::UI_MAX_ACCOUNT);
     e.finish()
+}
+
+/// Checks a space's OIDC provider: a server URL and a realm (they go into the Bearer
+/// challenge's quoted-strings), exactly one key source, and a claim name.
+fn check_oidc(e: &mut Errors, o: &OidcSettings) {
+    const P: &str = "oidc_authentication_configuration";
+    let quotable = |v: &str| {
+        v.chars()
+            .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\')
+    };
+    for (field, url, required) in [
+        ("server_url", Some(o.server_url.as_str()), true),
+        ("jwks_url", o.jwks_url.as_deref(), false),
+    ] {
+        let name = format!("{P}.{field}");
+        match url {
+            None | Some("") if required => e.add(&name, format!("The {field} field is required.")),
+            None | Some("") => {}
+            Some(url) => {
+                let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+                let parses = url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+                if !scheme_ok || !parses || !quotable(url) || url.len() > limits::URL_CHARS {
+                    e.add(
+                        &name,
+                        format!(
+                            "The {field} must be an http:// or https:// URL of at most {} printable ASCII characters, without a double quote or backslash.",
+                            limits::URL_CHARS
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if o.realm.is_empty() || o.realm.len() > 255 || !quotable(&o.realm) {
+        e.add(
+            &format!("{P}.realm"),
+            "The realm must be 1–255 printable ASCII characters, without a double quote or backslash.",
+        );
+    }
+    match (&o.public_key, &o.jwks_url) {
+        (None, None) => e.add(
+            &format!("{P}.public_key"),
+            "Either public_key (PEM) or jwks_url is required.",
+        ),
+        (Some(_), Some(_)) => e.add(
+            &format!("{P}.public_key"),
+            "Set either public_key or jwks_url, not both.",
+        ),
+        (Some(pem), None)
+            if pem.len() > 16 * 1024 || !crate::auth::jwt::is_usable_public_key(pem) =>
+        {
+            e.add(
+                &format!("{P}.public_key"),
+                "The public_key must be a PEM public key (RSA, or EC P-256).",
+            )
+        }
+        _ => {}
+    }
+    let claim = &o.sip_identifier_claim;
+    if claim.is_empty() || claim.chars().count() > 255 || first_forbidden(claim).is_some() {
+        e.add(
+            &format!("{P}.sip_identifier_claim"),
+            "The sip_identifier_claim must be a claim name of 1–255 characters.",
+        );
+    }
+    for (field, value) in [("audience", &o.audience), ("issuer", &o.issuer)] {
+        if let Some(v) = value
+            && (v.chars().count() > limits::URL_CHARS || first_forbidden(v).is_some())
+        {
+            e.add(
+                &format!("{P}.{field}"),
+                format!(
+                    "The {field} must be at most {} characters, without control characters.",
+                    limits::URL_CHARS
+                ),
+            );
+        }
+    }
 }

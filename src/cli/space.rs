@@ -151,6 +151,44 @@ pub struct SpaceSettings {
     /// Make this a super space: its admins manage every space (`--super=false` to stop).
     #[arg(long = "super", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub super_space: Option<bool>,
+    /// Accept verified client certificates (`CN=sip:user@domain`) on /provisioning/me
+    /// (`--client-certificate-authentication=false` to stop; add: default false).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub client_certificate_authentication: Option<bool>,
+    /// Base URL of the space's OpenID Connect provider (e.g. https://sso.example.com/): JWT
+    /// bearer tokens it signs then authenticate the space's accounts.
+    #[arg(long, value_name = "URL")]
+    pub oidc_server_url: Option<String>,
+    /// The provider's realm (named in the Bearer challenge).
+    #[arg(long, value_name = "REALM")]
+    pub oidc_realm: Option<String>,
+    /// PEM file of the provider's signing public key, RSA or EC P-256 (an empty value removes
+    /// it); or --oidc-jwks-url.
+    #[arg(long, value_name = "FILE")]
+    pub oidc_public_key: Option<String>,
+    /// URL of the provider's JWKS, fetched and cached (an empty value removes it); or
+    /// --oidc-public-key.
+    #[arg(long, value_name = "URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// Claim holding the account's SIP URI (default sip_identity; `email` is the fallback).
+    #[arg(long, value_name = "CLAIM")]
+    pub oidc_sip_identifier_claim: Option<String>,
+    /// `aud` every token must carry (an empty value stops checking it).
+    #[arg(long, value_name = "AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// `iss` every token must carry (an empty value stops checking it).
+    #[arg(long, value_name = "ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Make a bearer token the only way in on user routes and /provisioning/me: Digest and API
+    /// keys are then refused, as in FlexiAPI (`--oidc-required=false` to stop; default false).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub oidc_required: Option<bool>,
+    /// Remove the space's OpenID Connect provider (bearer tokens are no longer accepted).
+    #[arg(long, conflicts_with_all = [
+        "oidc_server_url", "oidc_realm", "oidc_public_key", "oidc_jwks_url",
+        "oidc_sip_identifier_claim", "oidc_audience", "oidc_issuer", "oidc_required",
+    ])]
+    pub no_oidc: bool,
 }
 
 impl SpaceSettings {
@@ -195,6 +233,64 @@ impl SpaceSettings {
         if let Some(super_space) = self.super_space {
             space.super_space = super_space;
         }
+        if let Some(v) = self.client_certificate_authentication {
+            space.client_certificate_authentication = v;
+        }
+        self.apply_oidc(space)
+    }
+
+    /// Applies the `--oidc-*` flags (over the defaults when the space has no provider yet).
+    fn apply_oidc(&self, space: &mut Space) -> anyhow::Result<()> {
+        if self.no_oidc {
+            space.oidc = None;
+            return Ok(());
+        }
+        let given = self.oidc_server_url.is_some()
+            || self.oidc_realm.is_some()
+            || self.oidc_public_key.is_some()
+            || self.oidc_jwks_url.is_some()
+            || self.oidc_sip_identifier_claim.is_some()
+            || self.oidc_audience.is_some()
+            || self.oidc_issuer.is_some()
+            || self.oidc_required.is_some();
+        if !given {
+            return Ok(());
+        }
+        let mut oidc = space.oidc.clone().unwrap_or_default();
+        let non_empty = |v: &String| Some(v.clone()).filter(|v| !v.is_empty());
+        if let Some(url) = &self.oidc_server_url {
+            oidc.server_url = url.clone();
+        }
+        if let Some(realm) = &self.oidc_realm {
+            oidc.realm = realm.clone();
+        }
+        if let Some(path) = &self.oidc_public_key {
+            // A text flag, not a path one: clap refuses an empty path, and '' removes the key.
+            oidc.public_key = if path.is_empty() {
+                None
+            } else {
+                Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("--oidc-public-key: reading {path}"))?,
+                )
+            };
+        }
+        if let Some(url) = &self.oidc_jwks_url {
+            oidc.jwks_url = non_empty(url);
+        }
+        if let Some(claim) = &self.oidc_sip_identifier_claim {
+            oidc.sip_identifier_claim = claim.clone();
+        }
+        if let Some(aud) = &self.oidc_audience {
+            oidc.audience = non_empty(aud);
+        }
+        if let Some(iss) = &self.oidc_issuer {
+            oidc.issuer = non_empty(iss);
+        }
+        if let Some(required) = self.oidc_required {
+            oidc.required = required;
+        }
+        space.oidc = Some(oidc);
         Ok(())
     }
 }

@@ -34,7 +34,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/accounts"),
     ("POST", "/api/accounts"),
     ("GET", "/api/accounts/{id}"),
+    ("PUT", "/api/accounts/{id}"),
     ("DELETE", "/api/accounts/{id}"),
+    ("GET", "/api/accounts/{sip}/search"),
     ("POST", "/api/accounts/{id}/activate"),
     ("POST", "/api/accounts/{id}/deactivate"),
     ("POST", "/api/accounts/{id}/block"),
@@ -447,6 +449,36 @@ fn admin_accounts(state: AppState) -> BoxedFilter<(Response,)> {
                 api::accounts::show(&state, &req, id).await,
             )
         });
+    // PUT /api/accounts/{id}
+    let update = warp::path!("api" / "accounts" / i64)
+        .and(warp::put())
+        .and(with_state(state.clone()))
+        .and(info("/api/accounts/{id}"))
+        .and(body())
+        .then(
+            |id: i64, state: AppState, req: RequestInfo, stream: BodyStream| async move {
+                match read_body(stream, &req).await {
+                    Ok(body) => render(
+                        "/api/accounts/{id}",
+                        api::accounts::update(&state, &req, id, body).await,
+                    ),
+                    Err(resp) => resp,
+                }
+            },
+        );
+    // GET /api/accounts/{sip}/search
+    let search = warp::path!("api" / "accounts" / String / "search")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(info("/api/accounts/{sip}/search"))
+        .then(
+            |sip: String, state: AppState, req: RequestInfo| async move {
+                render(
+                    "/api/accounts/{sip}/search",
+                    api::accounts::search(&state, &req, &sip).await,
+                )
+            },
+        );
     // DELETE /api/accounts/{id}
     let delete = warp::path!("api" / "accounts" / i64)
         .and(warp::delete())
@@ -473,7 +505,11 @@ fn admin_accounts(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(show)
         .unify()
+        .or(update)
+        .unify()
         .or(delete)
+        .unify()
+        .or(search)
         .unify()
         .or(provision)
         .unify()
@@ -726,7 +762,14 @@ mod tests {
     #[test]
     fn allow_lists_the_methods_of_the_path() {
         assert_eq!(allowed_methods("/api/accounts"), ["GET", "POST"]);
-        assert_eq!(allowed_methods("/api/accounts/12"), ["GET", "DELETE"]);
+        assert_eq!(
+            allowed_methods("/api/accounts/12"),
+            ["GET", "PUT", "DELETE"]
+        );
+        assert_eq!(
+            allowed_methods("/api/accounts/alice@example.com/search"),
+            ["GET"]
+        );
         assert_eq!(allowed_methods("/api/accounts/me/"), ["GET", "DELETE"]);
         assert_eq!(
             allowed_methods("/api/spaces/x.example"),

@@ -141,7 +141,7 @@ async fn document(
             Presented::Token(token) => Credential::ProvisioningToken(token),
             Presented::AuthToken(token) => Credential::AuthToken(token),
             Presented::Authentication => {
-                let bundle = auth::authenticate_bundle(state, &space.space, &request).await?;
+                let bundle = auth::authenticate_provisioning(state, &space.space, &request).await?;
                 actor = Actor::account(&bundle.account);
                 Credential::Authenticated(Box::new(bundle))
             }

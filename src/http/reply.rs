@@ -56,7 +56,7 @@ pub fn error(err: &AppError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         // The database is away (restarting, failing over): clients may come back shortly.
-        AppError::Store(StoreError::Unavailable(_)) => {
+        AppError::Store(StoreError::Unavailable(_)) | AppError::Unavailable(_) => {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -31,6 +31,10 @@ pub const SQLITE: &[(&str, &str)] = &[
         "V6__hook_scripts",
         include_str!("../../schema/sqlite/V6__hook_scripts.sql"),
     ),
+    (
+        "V7__space_auth",
+        include_str!("../../schema/sqlite/V7__space_auth.sql"),
+    ),
 ];
 
 /// PostgreSQL migrations, in order: (name, SQL).
@@ -58,6 +62,10 @@ pub const POSTGRES: &[(&str, &str)] = &[
     (
         "V6__hook_scripts",
         include_str!("../../schema/postgres/V6__hook_scripts.sql"),
+    ),
+    (
+        "V7__space_auth",
+        include_str!("../../schema/postgres/V7__space_auth.sql"),
     ),
 ];
 

@@ -16,7 +16,9 @@ macro_rules! space_columns {
          ui_disable_call_recordings_feature, ui_only_display_sip_uri_username, \
          ui_assistant_hide_create_account, ui_assistant_disable_qr_code, \
          ui_assistant_hide_third_party_account, ui_max_account, vcard_list_url, public_url, \
-         token_lifetime_minutes, header_mode, hook_failure, max_accounts"
+         token_lifetime_minutes, header_mode, hook_failure, max_accounts, oidc_server_url, \
+         oidc_realm, oidc_public_key, oidc_jwks_url, oidc_sip_identifier_claim, oidc_audience, \
+         oidc_issuer, oidc_required, client_certificate_authentication"
     };
 }
 
@@ -167,6 +169,14 @@ pub struct AccountUpdate {
     pub admin: Option<bool>,
     /// Replaces the whole dictionary.
     pub dictionary: Option<BTreeMap<String, String>>,
+    /// New username (HA1 covers it: the caller sends new `passwords` with it). `Conflict` if
+    /// the new identity exists or was ever deleted (tombstone).
+    pub username: Option<String>,
+    /// New domain, i.e. another space (`NotFound` if there is none); the same caveats as
+    /// `username`.
+    pub domain: Option<String>,
+    /// Replaces every stored password, in the update's transaction.
+    pub passwords: Option<Vec<NewPassword>>,
 }
 
 /// What the store knows about a provisioning token, read without changing anything.
@@ -647,6 +657,14 @@ pub trait Store: Send + Sync {
         username: &str,
         domain: &str,
     ) -> StoreResult<Option<AccountBundle>>;
+    /// The one account of `domain` whose e-mail is `email` (ASCII case ignored), with its
+    /// passwords; `None` when no account, or more than one, has it (a JWT naming its account
+    /// by e-mail must name exactly one).
+    async fn account_bundle_by_email(
+        &self,
+        domain: &str,
+        email: &str,
+    ) -> StoreResult<Option<AccountBundle>>;
     /// A page of accounts (by id), optionally of one domain, and the total count.
     async fn list_accounts(
         &self,
@@ -654,7 +672,8 @@ pub trait Store: Send + Sync {
         offset: i64,
         limit: i64,
     ) -> StoreResult<(Vec<Account>, i64)>;
-    /// Applies a partial update; `None` if the account does not exist.
+    /// Applies a partial update in one transaction (passwords included); `None` if the account
+    /// does not exist.
     async fn update_account(
         &self,
         id: i64,

@@ -19,7 +19,9 @@ use super::{
     NewApiKey, NewHookScript, NewWizard, NonceCheck, PurgeCounts, PurgeRules, Store, StoreError,
     StoreResult, TokenState, Wizard, WizardToken,
 };
-use crate::model::{Account, NewPassword, Password, Space, UiFlags};
+use crate::model::{
+    Account, DEFAULT_SIP_IDENTIFIER_CLAIM, NewPassword, OidcSettings, Password, Space, UiFlags,
+};
 use anyhow::{Context as _, anyhow};
 use async_trait::async_trait;
 use deadpool_postgres::{
@@ -362,15 +364,37 @@ fn space_from_row(row: &Row) -> StoreResult<Space> {
         header_mode: parse_column(row, "header_mode")?,
         hook_failure: parse_column(row, "hook_failure")?,
         max_accounts: row.try_get("max_accounts")?,
+        oidc: oidc_from_row(row)?,
+        client_certificate_authentication: row.try_get("client_certificate_authentication")?,
     })
+}
+
+/// A space's OIDC settings from a row of [`space_columns!`]: set when `oidc_server_url` is.
+fn oidc_from_row(row: &Row) -> StoreResult<Option<OidcSettings>> {
+    let Some(server_url) = row.try_get::<_, Option<String>>("oidc_server_url")? else {
+        return Ok(None);
+    };
+    Ok(Some(OidcSettings {
+        server_url,
+        realm: row
+            .try_get::<_, Option<String>>("oidc_realm")?
+            .unwrap_or_default(),
+        public_key: row.try_get("oidc_public_key")?,
+        jwks_url: row.try_get("oidc_jwks_url")?,
+        sip_identifier_claim: row.try_get("oidc_sip_identifier_claim")?,
+        audience: row.try_get("oidc_audience")?,
+        issuer: row.try_get("oidc_issuer")?,
+        required: row.try_get("oidc_required")?,
+    }))
 }
 
 /// A boxed statement parameter, so a row's values can be built once and bound anywhere.
 type Param = Box<dyn ToSql + Sync + Send>;
 
-/// The 27 settings of a space as `$1..$27`, in [`space_columns!`] order without `id`
+/// The 36 settings of a space as `$1..$36`, in [`space_columns!`] order without `id`
 /// (`$1` is the domain, the key of an update).
 fn space_values(s: &Space) -> Vec<Param> {
+    let oidc = s.oidc.as_ref();
     vec![
         Box::new(s.domain.clone()),
         Box::new(s.host.clone()),
@@ -399,6 +423,18 @@ fn space_values(s: &Space) -> Vec<Param> {
         Box::new(s.header_mode.as_str()),
         Box::new(s.hook_failure.as_str()),
         Box::new(s.max_accounts),
+        Box::new(oidc.map(|o| o.server_url.clone())),
+        Box::new(oidc.map(|o| o.realm.clone())),
+        Box::new(oidc.and_then(|o| o.public_key.clone())),
+        Box::new(oidc.and_then(|o| o.jwks_url.clone())),
+        Box::new(oidc.map_or_else(
+            || DEFAULT_SIP_IDENTIFIER_CLAIM.to_string(),
+            |o| o.sip_identifier_claim.clone(),
+        )),
+        Box::new(oidc.and_then(|o| o.audience.clone())),
+        Box::new(oidc.and_then(|o| o.issuer.clone())),
+        Box::new(oidc.is_some_and(|o| o.required)),
+        Box::new(s.client_certificate_authentication),
     ]
 }
 
@@ -647,9 +683,12 @@ impl Store for PostgresStore {
                 "ui_only_display_sip_uri_username, ui_assistant_hide_create_account, ",
                 "ui_assistant_disable_qr_code, ui_assistant_hide_third_party_account, ",
                 "ui_max_account, vcard_list_url, public_url, token_lifetime_minutes, ",
-                "header_mode, hook_failure, max_accounts) VALUES (",
+                "header_mode, hook_failure, max_accounts, oidc_server_url, oidc_realm, ",
+                "oidc_public_key, oidc_jwks_url, oidc_sip_identifier_claim, oidc_audience, ",
+                "oidc_issuer, oidc_required, client_certificate_authentication) VALUES (",
                 "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, ",
-                "$18, $19, $20, $21, $22, $23, $24, $25, $26, $27) RETURNING ",
+                "$18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, ",
+                "$31, $32, $33, $34, $35, $36) RETURNING ",
                 space_columns!()
             ))
             .await?;
@@ -671,7 +710,10 @@ impl Store for PostgresStore {
                 "ui_assistant_disable_qr_code = $19, ui_assistant_hide_third_party_account = $20, ",
                 "ui_max_account = $21, vcard_list_url = $22, public_url = $23, ",
                 "token_lifetime_minutes = $24, header_mode = $25, hook_failure = $26, ",
-                "max_accounts = $27 WHERE domain = $1 RETURNING ",
+                "max_accounts = $27, oidc_server_url = $28, oidc_realm = $29, ",
+                "oidc_public_key = $30, oidc_jwks_url = $31, oidc_sip_identifier_claim = $32, ",
+                "oidc_audience = $33, oidc_issuer = $34, oidc_required = $35, ",
+                "client_certificate_authentication = $36 WHERE domain = $1 RETURNING ",
                 space_columns!()
             ))
             .await?;
@@ -852,6 +894,27 @@ impl Store for PostgresStore {
             .transpose()
     }
 
+    async fn account_bundle_by_email(
+        &self,
+        domain: &str,
+        email: &str,
+    ) -> StoreResult<Option<AccountBundle>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                pg_bundle_columns!(),
+                " FROM accounts a WHERE a.domain = $1 AND lower(a.email) = lower($2) ",
+                "ORDER BY a.id LIMIT 2"
+            ))
+            .await?;
+        let rows = client.query(&stmt, &[&domain, &email]).await?;
+        match rows.as_slice() {
+            [only] => bundle_from_row(only).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     async fn list_accounts(
         &self,
         domain: Option<&str>,
@@ -899,12 +962,15 @@ impl Store for PostgresStore {
         let Some(mut account) = load_account(&tx, id, true).await? else {
             return Ok(None);
         };
-        apply_account_update(&mut account, update.clone(), now);
+        let before = (account.username.clone(), account.domain.clone());
+        let mut update = update.clone();
+        let passwords = update.passwords.take();
+        apply_account_update(&mut account, update, now);
         let stmt = tx
             .prepare_cached(concat!(
                 "UPDATE accounts SET email = $2, display_name = $3, phone = $4, ",
-                "dtmf_protocol = $5, activated = $6, blocked = $7, admin = $8, updated_at = $9 ",
-                "WHERE id = $1"
+                "dtmf_protocol = $5, activated = $6, blocked = $7, admin = $8, updated_at = $9, ",
+                "username = $10, domain = $11 WHERE id = $1"
             ))
             .await?;
         tx.execute(
@@ -919,10 +985,31 @@ impl Store for PostgresStore {
                 &account.blocked,
                 &account.admin,
                 &account.updated_at,
+                &account.username,
+                &account.domain,
             ],
         )
         .await?;
+        // A new identity must never have been deleted (as on create: the update waited for a
+        // concurrent delete of that identity on the unique index, so its tombstone is visible).
+        if (account.username.clone(), account.domain.clone()) != before {
+            let tombstone = tx
+                .prepare_cached(
+                    "SELECT 1 FROM accounts_tombstones WHERE username = $1 AND domain = $2",
+                )
+                .await?;
+            if tx
+                .query_opt(&tombstone, &[&account.username, &account.domain])
+                .await?
+                .is_some()
+            {
+                return Err(StoreError::Conflict("account already exists".into()));
+            }
+        }
         write_dictionary(&tx, id, &account.dictionary).await?;
+        if let Some(passwords) = passwords {
+            write_passwords(&tx, id, &passwords).await?;
+        }
         tx.commit().await?;
         Ok(Some(account))
     }

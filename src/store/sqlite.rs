@@ -22,7 +22,9 @@ use super::{
     NewApiKey, NewHookScript, NewWizard, NonceCheck, PurgeCounts, PurgeRules, Store, StoreError,
     StoreResult, TokenState, Wizard, WizardToken,
 };
-use crate::model::{Account, NewPassword, Password, Space, UiFlags};
+use crate::model::{
+    Account, DEFAULT_SIP_IDENTIFIER_CLAIM, NewPassword, OidcSettings, Password, Space, UiFlags,
+};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use deadpool_sqlite::rusqlite::types::Value;
@@ -274,12 +276,34 @@ fn space_from_row(row: &Row<'_>) -> StoreResult<Space> {
         header_mode: parse_column(row, "header_mode")?,
         hook_failure: parse_column(row, "hook_failure")?,
         max_accounts: row.get("max_accounts")?,
+        oidc: oidc_from_row(row)?,
+        client_certificate_authentication: row.get("client_certificate_authentication")?,
     })
 }
 
-/// The 27 settings of a space as `?1..?27`, in [`space_columns!`] order without `id`
+/// A space's OIDC settings from a row of [`space_columns!`]: set when `oidc_server_url` is.
+fn oidc_from_row(row: &Row<'_>) -> StoreResult<Option<OidcSettings>> {
+    let Some(server_url) = row.get::<_, Option<String>>("oidc_server_url")? else {
+        return Ok(None);
+    };
+    Ok(Some(OidcSettings {
+        server_url,
+        realm: row
+            .get::<_, Option<String>>("oidc_realm")?
+            .unwrap_or_default(),
+        public_key: row.get("oidc_public_key")?,
+        jwks_url: row.get("oidc_jwks_url")?,
+        sip_identifier_claim: row.get("oidc_sip_identifier_claim")?,
+        audience: row.get("oidc_audience")?,
+        issuer: row.get("oidc_issuer")?,
+        required: row.get("oidc_required")?,
+    }))
+}
+
+/// The 36 settings of a space as `?1..?36`, in [`space_columns!`] order without `id`
 /// (`?1` is the domain, the key of an update).
 fn space_values(s: &Space) -> Vec<Value> {
+    let oidc = s.oidc.as_ref();
     vec![
         s.domain.clone().into(),
         s.host.clone().into(),
@@ -308,6 +332,19 @@ fn space_values(s: &Space) -> Vec<Value> {
         s.header_mode.as_str().to_string().into(),
         s.hook_failure.as_str().to_string().into(),
         s.max_accounts.into(),
+        oidc.map(|o| o.server_url.clone()).into(),
+        oidc.map(|o| o.realm.clone()).into(),
+        oidc.and_then(|o| o.public_key.clone()).into(),
+        oidc.and_then(|o| o.jwks_url.clone()).into(),
+        oidc.map_or_else(
+            || DEFAULT_SIP_IDENTIFIER_CLAIM.to_string(),
+            |o| o.sip_identifier_claim.clone(),
+        )
+        .into(),
+        oidc.and_then(|o| o.audience.clone()).into(),
+        oidc.and_then(|o| o.issuer.clone()).into(),
+        oidc.is_some_and(|o| o.required).into(),
+        s.client_certificate_authentication.into(),
     ]
 }
 
@@ -503,9 +540,12 @@ impl Store for SqliteStore {
                 "ui_only_display_sip_uri_username, ui_assistant_hide_create_account, ",
                 "ui_assistant_disable_qr_code, ui_assistant_hide_third_party_account, ",
                 "ui_max_account, vcard_list_url, public_url, token_lifetime_minutes, ",
-                "header_mode, hook_failure, max_accounts) VALUES (",
+                "header_mode, hook_failure, max_accounts, oidc_server_url, oidc_realm, ",
+                "oidc_public_key, oidc_jwks_url, oidc_sip_identifier_claim, oidc_audience, ",
+                "oidc_issuer, oidc_required, client_certificate_authentication) VALUES (",
                 "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ",
-                "?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27) RETURNING ",
+                "?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ",
+                "?31, ?32, ?33, ?34, ?35, ?36) RETURNING ",
                 space_columns!()
             ))?;
             query_opt(&mut stmt, params_from_iter(values), space_from_row)?
@@ -527,7 +567,10 @@ impl Store for SqliteStore {
                 "ui_assistant_disable_qr_code = ?19, ui_assistant_hide_third_party_account = ?20, ",
                 "ui_max_account = ?21, vcard_list_url = ?22, public_url = ?23, ",
                 "token_lifetime_minutes = ?24, header_mode = ?25, hook_failure = ?26, ",
-                "max_accounts = ?27 WHERE domain = ?1 RETURNING ",
+                "max_accounts = ?27, oidc_server_url = ?28, oidc_realm = ?29, ",
+                "oidc_public_key = ?30, oidc_jwks_url = ?31, oidc_sip_identifier_claim = ?32, ",
+                "oidc_audience = ?33, oidc_issuer = ?34, oidc_required = ?35, ",
+                "client_certificate_authentication = ?36 WHERE domain = ?1 RETURNING ",
                 space_columns!()
             ))?;
             query_opt(&mut stmt, params_from_iter(values), space_from_row)?
@@ -700,6 +743,31 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn account_bundle_by_email(
+        &self,
+        domain: &str,
+        email: &str,
+    ) -> StoreResult<Option<AccountBundle>> {
+        let (domain, email) = (domain.to_string(), email.to_string());
+        self.read(move |c| {
+            let tx = c.transaction()?;
+            let mut stmt = tx.prepare_cached(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE domain = ?1 AND lower(email) = lower(?2) ORDER BY id LIMIT 2"
+            ))?;
+            let mut found = query_all(&mut stmt, [domain, email], account_from_row)?;
+            drop(stmt);
+            let bundle = match found.pop() {
+                Some(account) if found.is_empty() => Some(complete_bundle(&tx, account)?),
+                _ => None,
+            };
+            tx.commit()?;
+            Ok(bundle)
+        })
+        .await
+    }
+
     async fn list_accounts(
         &self,
         domain: Option<&str>,
@@ -737,16 +805,18 @@ impl Store for SqliteStore {
         update: &AccountUpdate,
         now: i64,
     ) -> StoreResult<Option<Account>> {
-        let update = update.clone();
+        let mut update = update.clone();
         self.write(move |tx| {
             let Some(mut account) = load_account(tx, id)? else {
                 return Ok(None);
             };
+            let before = (account.username.clone(), account.domain.clone());
+            let passwords = update.passwords.take();
             apply_account_update(&mut account, update, now);
             tx.prepare_cached(concat!(
                 "UPDATE accounts SET email = ?2, display_name = ?3, phone = ?4, ",
-                "dtmf_protocol = ?5, activated = ?6, blocked = ?7, admin = ?8, updated_at = ?9 ",
-                "WHERE id = ?1"
+                "dtmf_protocol = ?5, activated = ?6, blocked = ?7, admin = ?8, updated_at = ?9, ",
+                "username = ?10, domain = ?11 WHERE id = ?1"
             ))?
             .execute(params![
                 id,
@@ -758,8 +828,26 @@ impl Store for SqliteStore {
                 account.blocked,
                 account.admin,
                 account.updated_at,
+                account.username,
+                account.domain,
             ])?;
+            // A new identity must never have been deleted (as on create).
+            if (account.username.clone(), account.domain.clone()) != before {
+                let tombstoned = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM accounts_tombstones WHERE username = ?1 AND domain = ?2",
+                    )?
+                    .query_row([&account.username, &account.domain], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if tombstoned {
+                    return Err(StoreError::Conflict("account already exists".into()));
+                }
+            }
             write_dictionary(tx, id, &account.dictionary)?;
+            if let Some(passwords) = passwords {
+                write_passwords(tx, id, &passwords)?;
+            }
             Ok(Some(account))
         })
         .await
@@ -1666,6 +1754,12 @@ pub(super) fn apply_account_update(account: &mut Account, update: AccountUpdate,
     }
     if let Some(v) = update.dictionary {
         account.dictionary = v;
+    }
+    if let Some(v) = update.username {
+        account.username = v;
+    }
+    if let Some(v) = update.domain {
+        account.domain = v;
     }
     account.updated_at = now;
 }
