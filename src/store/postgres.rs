@@ -904,7 +904,9 @@ impl Store for PostgresStore {
             .prepare_cached(concat!(
                 "SELECT ",
                 pg_bundle_columns!(),
-                " FROM accounts a WHERE a.domain = $1 AND lower(a.email) = lower($2) ",
+                " FROM accounts a",
+                pg_bundle_joins!(),
+                "WHERE a.domain = $1 AND lower(a.email) = lower($2) ",
                 "ORDER BY a.id LIMIT 2"
             ))
             .await?;
