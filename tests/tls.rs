@@ -676,3 +676,93 @@ async fn the_binary_reloads_on_sighup_and_keeps_a_good_certificate() {
     assert_eq!(open.get("/healthz").await.unwrap().0, 200);
     assert!(!log.contains("BEGIN"), "no PEM in the log: {log}");
 }
+
+/// The whole path of FlexiAPI's certificate login over native TLS: a certificate
+/// `CN=sip:alice@example.com` verified by the server provisions Alice on `/provisioning/me`
+/// (her HA1 in the document); a certificate for an account of another space, or for no
+/// account, is a 403 with FlexiAPI's message; a space that does not allow certificates
+/// refuses one (FlexiAPI-440, 403), and a request without one is left to the other methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_provisions_its_own_account() {
+    let pki = pki();
+    let (app, _) = tls_app(&pki, |_| {}).await;
+    let https = format!("https://127.0.0.1:{}", port(&app));
+    let ca = pki.ca_file.to_str().unwrap();
+    let example = app
+        .space("example.com", |s| {
+            s.client_certificate_authentication = true
+        })
+        .await;
+    let other = app
+        .space("other.example", |s| {
+            s.client_certificate_authentication = true
+        })
+        .await;
+    let closed = app.space("closed.example", |_| {}).await;
+    let alice = app.account(&example, "alice", "alice-secret").await;
+    app.account(&other, "olga", "olga-secret").await;
+    app.account(&closed, "carl", "carl-secret").await;
+    let stored_ha1 = app
+        .state
+        .store
+        .passwords(alice.id)
+        .await
+        .unwrap()
+        .remove(0)
+        .ha1;
+
+    let me = |host: &str, who: Option<&str>| {
+        let mut args: Vec<String> = vec![
+            "--cacert".into(),
+            ca.into(),
+            "--write-out".into(),
+            "\n%{http_code}".into(),
+            "-H".into(),
+            format!("Host: {host}"),
+            "-H".into(),
+            "X-Linphone-Provisioning: 1".into(),
+        ];
+        if let Some(cn) = who {
+            let leaf = client_cert(&pki.ca, cn, None);
+            let name = cn.replace([':', '@'], "_");
+            let cert = write(pki.dir.path(), &format!("{name}.pem"), &leaf.cert);
+            let key = write(pki.dir.path(), &format!("{name}.key"), &leaf.key);
+            args.extend([
+                "--cert".into(),
+                cert.to_string_lossy().into_owned(),
+                "--key".into(),
+                key.to_string_lossy().into_owned(),
+            ]);
+        }
+        args.push(format!("{https}/provisioning/me"));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let text = stdout(&curl(&refs));
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().to_string(), body.to_string())
+    };
+
+    let (code, doc) = me("example.com", Some("sip:alice@example.com"));
+    assert_eq!(code, "200", "{doc}");
+    assert_eq!(entry(&doc, "ha1"), stored_ha1, "{doc}");
+    assert_eq!(entry(&doc, "username"), "alice", "{doc}");
+
+    // Olga's certificate is valid, but her account is another space's.
+    let (code, body) = me("example.com", Some("sip:olga@other.example"));
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("not linked to any account"), "{body}");
+    // On her own space's host, the same certificate provisions her.
+    let (code, doc) = me("other.example", Some("sip:olga@other.example"));
+    assert_eq!(code, "200", "{doc}");
+    assert_eq!(entry(&doc, "username"), "olga", "{doc}");
+    // No such account.
+    let (code, body) = me("example.com", Some("sip:nobody@example.com"));
+    assert_eq!(code, "403", "{body}");
+    // A space that does not take certificates refuses one.
+    let (code, body) = me("closed.example", Some("sip:carl@closed.example"));
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("Not a valid authentication method"), "{body}");
+    // Without a certificate the other methods decide: no credential at all is not a 200.
+    let (code, _) = me("example.com", None);
+    assert_ne!(code, "200");
+    app.stop().await;
+}
