@@ -369,7 +369,7 @@ async fn method_not_allowed_carries_allow() {
     let app = TestApp::start(Backend::Sqlite).await.unwrap();
     for (method, path, allow) in [
         (Method::POST, "/provisioning/abc", "GET"),
-        (Method::PUT, "/api/accounts/12", "GET, DELETE"),
+        (Method::PATCH, "/api/accounts/12", "GET, PUT, DELETE"),
         (Method::PATCH, "/api/spaces/x.example", "GET, PUT, DELETE"),
         (Method::DELETE, "/healthz", "GET"),
         (Method::GET, "/api/accounts/7/block", "POST"),
