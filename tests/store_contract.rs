@@ -1202,8 +1202,14 @@ async fn provisioning_tokens_consumed_once_in_batches(db: Db) {
         .await
         .unwrap();
 
+    // Each of the 60 tokens, and the superseded and the expired one, raced by three consumers.
+    let raced = tokens
+        .iter()
+        .enumerate()
+        .map(|(n, (_, token))| (Some(n), token))
+        .chain([(None, &old), (None, &expired)]);
     let mut set = JoinSet::new();
-    for (n, (_, token)) in tokens.iter().enumerate() {
+    for (n, token) in raced {
         for _ in 0..3 {
             let (store, token) = (store.clone(), token.clone());
             set.spawn(async move {
@@ -1212,20 +1218,7 @@ async fn provisioning_tokens_consumed_once_in_batches(db: Db) {
                     .consume_provisioning_token(&token, T0 + 5, None, &by)
                     .await
                     .expect("consume");
-                (Some(n), won, token, by)
-            });
-        }
-    }
-    for token in [&old, &expired] {
-        for _ in 0..3 {
-            let (store, token) = (store.clone(), token.clone());
-            set.spawn(async move {
-                let by = ConsumeId::random();
-                let won = store
-                    .consume_provisioning_token(&token, T0 + 5, None, &by)
-                    .await
-                    .expect("consume");
-                (None, won, token, by)
+                (n, won, token, by)
             });
         }
     }

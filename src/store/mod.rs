@@ -88,7 +88,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The addressed row does not exist.
     #[error("not found")]

@@ -82,7 +82,7 @@ impl ConsumeBatcher {
         let request = Request {
             hash: hash.to_vec(),
             now,
-            by: ConsumeId(by.0),
+            by: *by,
             reply,
         };
         self.tx
@@ -117,8 +117,8 @@ async fn run(mut rx: mpsc::Receiver<Request>, pool: Pool) {
 }
 
 /// Runs one batch and answers each of its requests. A failure is every request's failure,
-/// with the same kind (an unknown commit outcome stays [`StoreError::Unavailable`], so each
-/// request settles it with its own id).
+/// as it is (an unknown commit outcome stays [`StoreError::Unavailable`], so each request
+/// settles it with its own id).
 async fn execute(pool: &Pool, requests: Vec<Request>) {
     match statement(pool, &requests).await {
         Ok(won) => {
@@ -131,18 +131,8 @@ async fn execute(pool: &Pool, requests: Vec<Request>) {
             }
         }
         Err(e) => {
-            let unavailable = e.is_unavailable();
-            let message = match e {
-                StoreError::Unavailable(m) | StoreError::Backend(m) | StoreError::Conflict(m) => m,
-                StoreError::NotFound => "not found".to_string(),
-            };
             for request in requests {
-                let error = if unavailable {
-                    StoreError::Unavailable(message.clone())
-                } else {
-                    StoreError::Backend(message.clone())
-                };
-                let _ = request.reply.send(Err(error));
+                let _ = request.reply.send(Err(e.clone()));
             }
         }
     }
